@@ -1,0 +1,46 @@
+//! Binds the state machine to the raft layer: Wazoo's openraft type configuration and
+//! the `raft::Application` implementation of [`StateMachine`].
+
+use crate::command::{Command, CommandOutput};
+use crate::raft::Application;
+use crate::state_machine::StateMachine;
+use std::io::Cursor;
+
+openraft::declare_raft_types!(
+    /// Wazoo's raft types: log entries carry [`Command`]s, apply returns [`CommandOutput`].
+    pub TypeConfig:
+        D = Command,
+        R = CommandOutput,
+        NodeId = u64,
+        Node = openraft::BasicNode,
+        Entry = openraft::Entry<TypeConfig>,
+        SnapshotData = Cursor<Vec<u8>>,
+        AsyncRuntime = openraft::TokioRuntime,
+);
+
+pub type Raft = openraft::Raft<TypeConfig>;
+
+impl Application for StateMachine {
+    type Command = Command;
+    type Output = CommandOutput;
+
+    fn apply(&mut self, zxid: u64, cmd: &Command) -> CommandOutput {
+        StateMachine::apply(self, zxid, cmd)
+    }
+
+    fn apply_noop(&mut self, zxid: u64) {
+        StateMachine::apply_noop(self, zxid)
+    }
+
+    fn take_changes(&mut self) -> Vec<(Vec<u8>, Option<Vec<u8>>)> {
+        StateMachine::take_changes(self)
+    }
+
+    fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        StateMachine::dump(self)
+    }
+
+    fn restore(&mut self, rows: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String> {
+        StateMachine::restore(self, rows)
+    }
+}

@@ -1,0 +1,67 @@
+//! The payload of a raft log entry, and what applying it returns.
+//!
+//! Everything the state machine needs to reach the same result on every replica is
+//! in the entry: the time (the proposer's clock when it proposed), the caller's
+//! session and identities (for ACL checks), and the request itself. The zxid is the
+//! entry's log index, added at apply.
+
+use serde::{Deserialize, Serialize};
+use wazoo_proto::{CheckVersionRequest, ErrorCode, Id, Response, SetAclRequest, WriteOp};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Command {
+    /// Milliseconds since the Unix epoch, from the proposer's clock: ctime/mtime and
+    /// TTL decisions use this, never the applying server's clock.
+    pub time_ms: i64,
+    pub op: CommandOp,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CommandOp {
+    /// A new session; its id is derived from the zxid, so every replica agrees.
+    CreateSession { timeout_ms: i32, passwd: Vec<u8> },
+    /// The client asked to close its session.
+    CloseSession { session_id: i64 },
+    /// The leader saw no traffic from these sessions for their timeout.
+    ExpireSessions { session_ids: Vec<i64> },
+    /// A znode write on behalf of a session.
+    Write { session_id: i64, auth: Vec<Id>, request: WriteRequest },
+    /// Empty containers and expired TTL nodes the leader found; each is re-checked at
+    /// apply with the entry's time, so a node that changed in between survives.
+    RemoveStale { paths: Vec<String> },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum WriteRequest {
+    Op(WriteOp),
+    SetAcl(SetAclRequest),
+    Multi(Vec<WriteOp>),
+}
+
+impl WriteRequest {
+    pub fn check(req: CheckVersionRequest) -> WriteRequest {
+        WriteRequest::Op(WriteOp::Check(req))
+    }
+}
+
+/// What applying a command returns to the proposer.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CommandOutput {
+    /// The entry's zxid (its log index).
+    pub zxid: i64,
+    pub result: Result<Response, ErrorCode>,
+    /// For `CreateSession`: the new session's id.
+    pub session_id: i64,
+}
+
+impl CommandOutput {
+    pub fn noop(zxid: i64) -> CommandOutput {
+        CommandOutput { zxid, result: Ok(Response::Empty), session_id: 0 }
+    }
+}
+
+impl Default for CommandOutput {
+    fn default() -> Self {
+        CommandOutput::noop(0)
+    }
+}

@@ -1,0 +1,223 @@
+//! Server configuration: ZooKeeper's zoo.cfg keys (so operators can bring their
+//! existing file), embedded defaults, and command-line overrides.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read { path: PathBuf, source: std::io::Error },
+    #[error("{origin}: line {line}: expected key=value, got {text:?}")]
+    Syntax { origin: String, line: usize, text: String },
+    #[error("{key}: invalid value {value:?}: {why}")]
+    Value { key: String, value: String, why: String },
+}
+
+/// Every four-letter word Wazoo answers.
+pub const FOUR_LETTER_WORDS: &[&str] = &["ruok", "srvr", "stat", "mntr", "cons", "conf", "envi", "wchs", "wchc", "wchp", "dump", "isro", "dirs"];
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub tick_time_ms: u32,
+    pub data_dir: PathBuf,
+    /// Accepted for zoo.cfg compatibility; the raft log lives in `data_dir` (RocksDB).
+    pub data_log_dir: Option<PathBuf>,
+    pub client_port: u16,
+    pub client_port_address: IpAddr,
+    /// Per client IP, as ZooKeeper's `maxClientCnxns` (0 = unlimited).
+    pub max_client_cnxns: u32,
+    pub min_session_timeout_ms: i32,
+    pub max_session_timeout_ms: i32,
+    /// `jute.maxbuffer`: the largest frame accepted, in bytes.
+    pub jute_max_buffer: usize,
+    /// `4lw.commands.whitelist`, expanded (`*` = all).
+    pub four_letter_whitelist: BTreeSet<String>,
+    /// `zookeeper.DigestAuthenticationProvider.superDigest`: `user:base64(sha1)`.
+    pub super_digest: Option<String>,
+    /// `snapCount`: a snapshot (and a log purge) every this many entries.
+    pub snap_count: u64,
+    /// `znode.container.checkIntervalMs`: how often the leader looks for empty
+    /// containers and expired TTL nodes.
+    pub container_check_interval_ms: u64,
+    /// Keys the file had that Wazoo does not use (reported, not fatal, as ZooKeeper
+    /// turns unknown keys into system properties).
+    pub unknown: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            tick_time_ms: 2000,
+            data_dir: PathBuf::from("./data"),
+            data_log_dir: None,
+            client_port: 2181,
+            client_port_address: IpAddr::from([127, 0, 0, 1]),
+            max_client_cnxns: 60,
+            min_session_timeout_ms: 4000,
+            max_session_timeout_ms: 40000,
+            jute_max_buffer: wazoo_proto::consts::DEFAULT_MAX_BUFFER,
+            four_letter_whitelist: ["srvr".to_string()].into_iter().collect(),
+            super_digest: None,
+            snap_count: 100_000,
+            container_check_interval_ms: 60_000,
+            unknown: BTreeMap::new(),
+        }
+    }
+}
+
+impl Config {
+    /// Reads a zoo.cfg-style file on top of the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let mut c = Config::default();
+        c.apply_text(&text, &path.display().to_string())?;
+        Ok(c)
+    }
+
+    /// Applies `key=value` lines (comments with `#`, blank lines ignored).
+    pub fn apply_text(&mut self, text: &str, origin: &str) -> Result<(), ConfigError> {
+        let mut min_set = false;
+        let mut max_set = false;
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let Some((k, v)) = line.split_once('=') else {
+                return Err(ConfigError::Syntax { origin: origin.to_string(), line: i + 1, text: line.to_string() });
+            };
+            let (k, v) = (k.trim(), v.trim());
+            min_set |= k == "minSessionTimeout";
+            max_set |= k == "maxSessionTimeout";
+            self.set(k, v)?;
+        }
+        self.derive_session_bounds(min_set, max_set);
+        Ok(())
+    }
+
+    /// ZooKeeper derives the session bounds from tickTime unless they are given.
+    fn derive_session_bounds(&mut self, min_set: bool, max_set: bool) {
+        if !min_set {
+            self.min_session_timeout_ms = 2 * self.tick_time_ms as i32;
+        }
+        if !max_set {
+            self.max_session_timeout_ms = 20 * self.tick_time_ms as i32;
+        }
+    }
+
+    /// Sets one key, by its zoo.cfg name.
+    pub fn set(&mut self, key: &str, value: &str) -> Result<(), ConfigError> {
+        fn num<T: std::str::FromStr>(key: &str, value: &str) -> Result<T, ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            value.parse::<T>().map_err(|e| ConfigError::Value { key: key.into(), value: value.into(), why: e.to_string() })
+        }
+        match key {
+            "tickTime" => self.tick_time_ms = num(key, value)?,
+            "dataDir" => self.data_dir = PathBuf::from(value),
+            "dataLogDir" => self.data_log_dir = Some(PathBuf::from(value)),
+            "clientPort" => self.client_port = num(key, value)?,
+            "clientPortAddress" => self.client_port_address = num(key, value)?,
+            "maxClientCnxns" => self.max_client_cnxns = num(key, value)?,
+            "minSessionTimeout" => self.min_session_timeout_ms = num(key, value)?,
+            "maxSessionTimeout" => self.max_session_timeout_ms = num(key, value)?,
+            "jute.maxbuffer" => self.jute_max_buffer = num(key, value)?,
+            "4lw.commands.whitelist" => self.four_letter_whitelist = parse_whitelist(value)?,
+            "zookeeper.DigestAuthenticationProvider.superDigest" | "superDigest" => self.super_digest = Some(value.to_string()),
+            "snapCount" => self.snap_count = num::<u64>(key, value)?.max(1),
+            "znode.container.checkIntervalMs" => self.container_check_interval_ms = num::<u64>(key, value)?.max(1),
+            _ => {
+                if key.starts_with("server.") {
+                    tracing::warn!(key, "server.N lines are for replicated ensembles, which this version does not run yet; ignored");
+                }
+                self.unknown.insert(key.to_string(), value.to_string());
+            }
+        }
+        if self.tick_time_ms == 0 {
+            return Err(ConfigError::Value { key: "tickTime".into(), value: "0".into(), why: "must be positive".into() });
+        }
+        Ok(())
+    }
+
+    /// Clamps a requested session timeout into [min, max], as ZooKeeper negotiates it.
+    pub fn negotiate_timeout(&self, requested: i32) -> i32 {
+        requested.clamp(self.min_session_timeout_ms, self.max_session_timeout_ms.max(self.min_session_timeout_ms))
+    }
+
+    pub fn four_letter_allowed(&self, word: &str) -> bool {
+        self.four_letter_whitelist.contains(word)
+    }
+
+    /// The effective configuration as `key=value` lines (`conf`).
+    pub fn to_lines(&self) -> Vec<(String, String)> {
+        let mut v = vec![
+            ("clientPort".to_string(), self.client_port.to_string()),
+            ("clientPortAddress".to_string(), self.client_port_address.to_string()),
+            ("dataDir".to_string(), self.data_dir.display().to_string()),
+            ("dataLogDir".to_string(), self.data_log_dir.as_ref().unwrap_or(&self.data_dir).display().to_string()),
+            ("tickTime".to_string(), self.tick_time_ms.to_string()),
+            ("maxClientCnxns".to_string(), self.max_client_cnxns.to_string()),
+            ("minSessionTimeout".to_string(), self.min_session_timeout_ms.to_string()),
+            ("maxSessionTimeout".to_string(), self.max_session_timeout_ms.to_string()),
+            ("jute.maxbuffer".to_string(), self.jute_max_buffer.to_string()),
+            ("snapCount".to_string(), self.snap_count.to_string()),
+            ("serverId".to_string(), "0".to_string()),
+        ];
+        v.sort();
+        v
+    }
+}
+
+fn parse_whitelist(value: &str) -> Result<BTreeSet<String>, ConfigError> {
+    let mut set = BTreeSet::new();
+    for w in value.split(',').map(str::trim).filter(|w| !w.is_empty()) {
+        if w == "*" {
+            set.extend(FOUR_LETTER_WORDS.iter().map(|s| s.to_string()));
+        } else if FOUR_LETTER_WORDS.contains(&w) {
+            set.insert(w.to_string());
+        } else {
+            // ZooKeeper ignores words it does not know; so do we, loudly.
+            tracing::warn!(word = w, "unknown four-letter word in 4lw.commands.whitelist; ignored");
+        }
+    }
+    Ok(set)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_zoo_cfg_and_derives_bounds() {
+        let mut c = Config::default();
+        c.apply_text("# comment\ntickTime=1000\ndataDir=/tmp/x\nclientPort=2999\n4lw.commands.whitelist=ruok, stat\njute.maxbuffer=4096\nserver.1=a:2888:3888\n", "test").unwrap();
+        assert_eq!(c.tick_time_ms, 1000);
+        assert_eq!((c.min_session_timeout_ms, c.max_session_timeout_ms), (2000, 20000));
+        assert_eq!(c.client_port, 2999);
+        assert!(c.four_letter_allowed("ruok") && c.four_letter_allowed("stat") && !c.four_letter_allowed("srvr"));
+        assert_eq!(c.jute_max_buffer, 4096);
+        assert!(c.unknown.contains_key("server.1"));
+        assert_eq!(c.negotiate_timeout(100), 2000);
+        assert_eq!(c.negotiate_timeout(600_000), 20000);
+    }
+
+    #[test]
+    fn default_whitelist_is_srvr_and_star_expands() {
+        let mut c = Config::default();
+        assert!(c.four_letter_allowed("srvr") && !c.four_letter_allowed("ruok"));
+        c.set("4lw.commands.whitelist", "*").unwrap();
+        assert!(FOUR_LETTER_WORDS.iter().all(|w| c.four_letter_allowed(w)));
+    }
+
+    #[test]
+    fn bad_values_are_errors() {
+        let mut c = Config::default();
+        assert!(c.apply_text("clientPort=abc", "t").is_err());
+        assert!(c.apply_text("justaword", "t").is_err());
+        assert!(c.set("tickTime", "0").is_err());
+    }
+}

@@ -1,0 +1,132 @@
+//! The `wazoo` command line: `wazoo serve` runs a server; more subcommands (bench,
+//! admin, recipe) sit beside it.
+
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use wazoo::config::Config;
+use wazoo::server::Server;
+
+#[derive(Parser)]
+#[command(name = "wazoo", version, about = "A ZooKeeper-compatible coordination service with server-side wasm recipes")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a standalone server (defaults: 127.0.0.1:2181, data under ./data).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// A zoo.cfg-style file (tickTime, dataDir, clientPort, ...). Flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Client port; 0 picks a free one (the chosen port is printed).
+    #[arg(long)]
+    client_port: Option<u16>,
+    #[arg(long)]
+    client_port_address: Option<IpAddr>,
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    #[arg(long)]
+    tick_time: Option<u32>,
+    /// Any zoo.cfg key, e.g. `--set 4lw.commands.whitelist=*` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WAZOO_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("wazoo: cannot start the async runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let result = match cli.command {
+        Command::Serve(args) => runtime.block_on(serve(args)),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("wazoo: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn build_config(args: &ServeArgs) -> anyhow::Result<Config> {
+    let mut config = match &args.config {
+        Some(path) => Config::from_file(path)?,
+        None => Config::default(),
+    };
+    let mut extra = String::new();
+    if let Some(t) = args.tick_time {
+        extra.push_str(&format!("tickTime={t}\n"));
+    }
+    for kv in &args.set {
+        extra.push_str(kv);
+        extra.push('\n');
+    }
+    if !extra.is_empty() {
+        // Re-applying derives the session bounds from a new tickTime unless given.
+        let mut text = String::new();
+        if let Some(path) = &args.config {
+            text = std::fs::read_to_string(path)?;
+            text.push('\n');
+        }
+        text.push_str(&extra);
+        config = Config::default();
+        config.apply_text(&text, "command line")?;
+    }
+    if let Some(p) = args.client_port {
+        config.client_port = p;
+    }
+    if let Some(a) = args.client_port_address {
+        config.client_port_address = a;
+    }
+    if let Some(d) = &args.data_dir {
+        config.data_dir = d.clone();
+    }
+    Ok(config)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = build_config(&args)?;
+    for (k, v) in &config.unknown {
+        tracing::warn!(key = %k, value = %v, "unknown configuration key; ignored");
+    }
+    let server = Server::start(config).await?;
+    // The ready line: scripts and tests wait for it to learn the (possibly chosen) port.
+    println!("wazoo: serving ZooKeeper clients on {}", server.client_addr);
+    let _ = std::io::stdout().flush();
+    wait_for_signal().await;
+    tracing::info!("shutting down");
+    server.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}

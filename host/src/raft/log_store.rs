@@ -1,0 +1,318 @@
+//! The raft log on RocksDB: `RaftLogStorage` and `RaftLogReader`.
+//!
+//! * `CF_LOG`: key = log index as u64 big-endian (so byte order is log order and range
+//!   deletes work), value = rmp-serde of the `openraft::Entry`.
+//! * `CF_LOG_META`: the vote, the committed log id and the last purged log id.
+//!
+//! Durability: appends, truncations and votes are fsynced before raft hears they are
+//! done; the committed id and purges are not (see each method for why).
+
+use std::fmt::Debug;
+use std::io;
+use std::marker::PhantomData;
+use std::ops::{Bound, RangeBounds};
+use std::sync::Arc;
+
+use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
+use openraft::{
+    Entry, ErrorSubject, ErrorVerb, LogId, OptionalSend, RaftLogReader, StorageError, Vote,
+};
+use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use super::db::{corrupt, decode, encode, io_err, RaftDb, CF_LOG, CF_LOG_META};
+use super::{DbClosed, StoreTypeConfig};
+
+const KEY_VOTE: &[u8] = b"vote";
+const KEY_COMMITTED: &[u8] = b"committed";
+const KEY_LAST_PURGED: &[u8] = b"last_purged";
+
+/// Key of the log entry at `index`.
+fn index_key(index: u64) -> [u8; 8] {
+    index.to_be_bytes()
+}
+
+/// Inverse of [`index_key`]; a key of the wrong length is corruption, not a panic.
+fn key_index(key: &[u8]) -> Result<u64, StorageError<u64>> {
+    let bytes: [u8; 8] = key.try_into().map_err(|_| {
+        corrupt(
+            ErrorSubject::Logs,
+            format!("log key has {} bytes, expected 8", key.len()),
+        )
+    })?;
+    Ok(u64::from_be_bytes(bytes))
+}
+
+/// Adds to `batch` the deletion of every log entry with index in `[from, to]`.
+fn delete_indexes(
+    batch: &mut WriteBatch,
+    cf: &rocksdb::ColumnFamily,
+    from: u64,
+    to_inclusive: u64,
+) {
+    // A range delete is one tombstone however many entries it covers. Its end is
+    // exclusive, so the last index is deleted by a point delete (which also covers
+    // `to_inclusive == u64::MAX`, where `to + 1` would overflow).
+    if from < to_inclusive {
+        batch.delete_range_cf(cf, index_key(from), index_key(to_inclusive));
+    }
+    if from <= to_inclusive {
+        batch.delete_cf(cf, index_key(to_inclusive));
+    }
+}
+
+/// The raft log. Cheap to clone (it is also its own `LogReader`); all clones share the
+/// database.
+pub struct LogStore<C> {
+    db: Arc<RaftDb>,
+    _types: PhantomData<C>,
+}
+
+impl<C> Clone for LogStore<C> {
+    fn clone(&self) -> Self {
+        Self {
+            db: self.db.clone(),
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<C> Debug for LogStore<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogStore").finish_non_exhaustive()
+    }
+}
+
+impl<C: StoreTypeConfig> LogStore<C> {
+    pub(crate) fn new(db: Arc<RaftDb>) -> Self {
+        Self {
+            db,
+            _types: PhantomData,
+        }
+    }
+
+    /// A signal that resolves once the database behind this store is closed (every
+    /// store sharing it dropped), e.g. to reopen the same directory after shutdown.
+    pub fn db_closed(&self) -> DbClosed {
+        self.db.closed_signal()
+    }
+
+    fn get_meta<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+        subject: ErrorSubject<u64>,
+    ) -> Result<Option<T>, StorageError<u64>> {
+        let cf = self.db.cf(CF_LOG_META)?;
+        let bytes = self
+            .db
+            .db()
+            .get_pinned_cf(cf, key)
+            .map_err(|e| io_err(subject.clone(), ErrorVerb::Read, &e))?;
+        bytes.map(|b| decode(subject, &b)).transpose()
+    }
+
+    fn put_meta<T: Serialize>(
+        &self,
+        key: &[u8],
+        value: &T,
+        subject: ErrorSubject<u64>,
+        sync: bool,
+    ) -> Result<(), StorageError<u64>> {
+        let cf = self.db.cf(CF_LOG_META)?;
+        let bytes = encode(subject.clone(), value)?;
+        let mut opts = WriteOptions::default();
+        opts.set_sync(sync);
+        self.db
+            .db()
+            .put_cf_opt(cf, key, bytes, &opts)
+            .map_err(|e| io_err(subject, ErrorVerb::Write, &e))
+    }
+
+    /// The log id of the last entry present in the log, if any.
+    fn last_entry_log_id(&self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        let cf = self.db.cf(CF_LOG)?;
+        let Some(item) = self.db.db().iterator_cf(cf, IteratorMode::End).next() else {
+            return Ok(None);
+        };
+        let (key, value) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+        let index = key_index(&key)?;
+        let entry: Entry<C> = decode(ErrorSubject::LogIndex(index), &value)?;
+        if entry.log_id.index != index {
+            return Err(corrupt(
+                ErrorSubject::LogIndex(index),
+                format!("entry stored at index {index} has log id {}", entry.log_id),
+            ));
+        }
+        Ok(Some(entry.log_id))
+    }
+}
+
+impl<C: StoreTypeConfig> RaftLogReader<C> for LogStore<C> {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + Debug + OptionalSend>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry<C>>, StorageError<u64>> {
+        let start = match range.start_bound() {
+            Bound::Included(&i) => i,
+            Bound::Excluded(&i) => match i.checked_add(1) {
+                Some(i) => i,
+                None => return Ok(Vec::new()),
+            },
+            Bound::Unbounded => 0,
+        };
+        let cf = self.db.cf(CF_LOG)?;
+        let from = index_key(start);
+        let mut entries = Vec::new();
+        for item in self
+            .db
+            .db()
+            .iterator_cf(cf, IteratorMode::From(&from, Direction::Forward))
+        {
+            let (key, value) =
+                item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+            let index = key_index(&key)?;
+            if !range.contains(&index) {
+                break;
+            }
+            let entry: Entry<C> = decode(ErrorSubject::LogIndex(index), &value)?;
+            if entry.log_id.index != index {
+                return Err(corrupt(
+                    ErrorSubject::LogIndex(index),
+                    format!("entry stored at index {index} has log id {}", entry.log_id),
+                ));
+            }
+            // The log is contiguous: a hole means entries were lost.
+            if let Some(prev) = entries.last().map(|e: &Entry<C>| e.log_id.index) {
+                if index != prev + 1 {
+                    return Err(corrupt(
+                        ErrorSubject::LogIndex(prev + 1),
+                        format!("log entry {} is missing (next present is {index})", prev + 1),
+                    ));
+                }
+            }
+            entries.push(entry);
+        }
+        Ok(entries)
+    }
+}
+
+impl<C: StoreTypeConfig> RaftLogStorage<C> for LogStore<C> {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<C>, StorageError<u64>> {
+        let last_purged_log_id: Option<LogId<u64>> =
+            self.get_meta(KEY_LAST_PURGED, ErrorSubject::Logs)?;
+        // With every entry purged the log is empty, and its last log id is the purged one.
+        let last_log_id = self.last_entry_log_id()?.or(last_purged_log_id);
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote<u64>) -> Result<(), StorageError<u64>> {
+        // DURABILITY: fsync. A vote granted and then forgotten in a crash would let this
+        // node vote a second time in the same term, electing two leaders.
+        self.put_meta(KEY_VOTE, vote, ErrorSubject::Vote, true)
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote<u64>>, StorageError<u64>> {
+        self.get_meta(KEY_VOTE, ErrorSubject::Vote)
+    }
+
+    async fn save_committed(
+        &mut self,
+        committed: Option<LogId<u64>>,
+    ) -> Result<(), StorageError<u64>> {
+        // No fsync: the committed id only lets a restarting node re-apply committed entries
+        // before it hears from a leader. Losing the latest value just means that node
+        // waits for the leader to tell it again; it can never be ahead of the durable log,
+        // because it is written after those entries were fsynced into the same WAL.
+        self.put_meta(KEY_COMMITTED, &committed, ErrorSubject::Store, false)
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        // Stored as `Option<LogId>`: absent key and stored `None` both mean "unknown".
+        Ok(self
+            .get_meta::<Option<LogId<u64>>>(KEY_COMMITTED, ErrorSubject::Store)?
+            .flatten())
+    }
+
+    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError<u64>>
+    where
+        I: IntoIterator<Item = Entry<C>> + OptionalSend,
+        I::IntoIter: OptionalSend,
+    {
+        let cf = self.db.cf(CF_LOG)?;
+        let mut batch = WriteBatch::default();
+        let mut last = None;
+        for entry in entries {
+            let value = encode(ErrorSubject::Log(entry.log_id), &entry)?;
+            batch.put_cf(cf, index_key(entry.log_id.index), value);
+            last = Some(entry.log_id);
+        }
+        let mut opts = WriteOptions::default();
+        // DURABILITY RULE: an appended entry may be acknowledged to the leader (or counted
+        // toward the quorum by a leader) only once it is on stable storage; otherwise an
+        // entry reported as committed could vanish in a power loss. So the batch is
+        // written with fsync, and `callback` (which is what tells openraft the entries are
+        // flushed) is only called after the synced write has returned.
+        opts.set_sync(true);
+        match self.db.db().write_opt(batch, &opts) {
+            Ok(()) => {
+                tracing::trace!(last = ?last, "appended raft log entries");
+                callback.log_io_completed(Ok(()));
+                Ok(())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "failed to append raft log entries");
+                callback.log_io_completed(Err(io::Error::other(e.to_string())));
+                Err(io_err(ErrorSubject::Logs, ErrorVerb::Write, &e))
+            }
+        }
+    }
+
+    async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        tracing::debug!(%log_id, "truncating raft log since");
+        let cf = self.db.cf(CF_LOG)?;
+        let mut batch = WriteBatch::default();
+        delete_indexes(&mut batch, cf, log_id.index, u64::MAX);
+        let mut opts = WriteOptions::default();
+        // fsync: truncation only happens when a new leader overwrites conflicting
+        // entries, which is rare; syncing it means the on-disk log never mixes entries of
+        // the old and the new leader whatever happens next.
+        opts.set_sync(true);
+        self.db
+            .db()
+            .write_opt(batch, &opts)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+    }
+
+    async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
+        tracing::debug!(%log_id, "purging raft log up to");
+        let cf = self.db.cf(CF_LOG)?;
+        let meta_cf = self.db.cf(CF_LOG_META)?;
+        let mut batch = WriteBatch::default();
+        // The purged id and the deletion are one atomic batch, so `get_log_state` never
+        // sees entries missing without knowing they were purged.
+        batch.put_cf(
+            meta_cf,
+            KEY_LAST_PURGED,
+            encode(ErrorSubject::Logs, &log_id)?,
+        );
+        delete_indexes(&mut batch, cf, 0, log_id.index);
+        // No fsync: purged entries are covered by a snapshot and by the state machine,
+        // both written earlier into the same WAL. RocksDB recovers a prefix of the WAL, so
+        // if this purge survives a crash they do too; if it is lost, the entries simply
+        // come back and are purged again.
+        self.db
+            .db()
+            .write(batch)
+            .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
+    }
+}

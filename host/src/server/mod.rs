@@ -1,0 +1,245 @@
+//! The client-facing server: accepts ZooKeeper connections, turns writes into raft
+//! log entries, serves reads from the local state machine, and runs the leader's
+//! periodic duties (session expiry, container/TTL cleanup) as log proposals.
+
+pub mod connection;
+pub mod four_letter;
+pub mod session_tracker;
+pub mod stats;
+
+use crate::app::{Raft, TypeConfig};
+use crate::command::{Command, CommandOp, CommandOutput};
+use crate::config::Config;
+use crate::raft::RaftNode;
+use crate::state_machine::StateMachine;
+use crate::watch::WatchManager;
+use futures::future::BoxFuture;
+use parking_lot::{Mutex, RwLock};
+use session_tracker::SessionTracker;
+use stats::ServerStats;
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use thiserror::Error;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+#[derive(Debug, Error)]
+pub enum ServerError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error("raft failed to start: {0}")]
+    Raft(#[from] crate::raft::StartError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+}
+
+/// Why a proposal did not produce an applied result.
+#[derive(Debug, Error)]
+pub enum ProposeError {
+    #[error("raft is shut down or failed: {0}")]
+    Fatal(String),
+    #[error("write not committed: {0}")]
+    Write(String),
+}
+
+/// State shared by every connection and background task of one server.
+pub struct Shared {
+    pub config: Config,
+    pub raft: Raft,
+    pub sm: Arc<RwLock<StateMachine>>,
+    pub watches: Arc<WatchManager>,
+    pub tracker: SessionTracker,
+    pub stats: ServerStats,
+    conns_per_ip: Mutex<HashMap<IpAddr, u32>>,
+    shutdown: watch::Receiver<bool>,
+}
+
+/// Milliseconds since the Unix epoch on this server's clock. Only proposers call
+/// this: the value travels in the log entry, so replicas never read their own clock.
+pub fn now_ms() -> i64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+impl Shared {
+    /// Submits a command to raft in call order and returns a future of its applied
+    /// result. Submission happens before this returns, so commands a connection
+    /// proposes one after another are applied in that order.
+    pub async fn propose(&self, op: CommandOp) -> Result<BoxFuture<'static, Result<CommandOutput, ProposeError>>, ProposeError> {
+        let rx = self.raft.client_write_ff(Command { time_ms: now_ms(), op }).await.map_err(|e| ProposeError::Fatal(e.to_string()))?;
+        Ok(Box::pin(async move {
+            match rx.await {
+                Ok(Ok(resp)) => Ok(resp.data),
+                Ok(Err(e)) => Err(ProposeError::Write(e.to_string())),
+                Err(e) => Err(ProposeError::Fatal(e.to_string())),
+            }
+        }))
+    }
+
+    /// Proposes and waits for the result.
+    pub async fn write(&self, op: CommandOp) -> Result<CommandOutput, ProposeError> {
+        self.propose(op).await?.await
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        *self.shutdown.borrow()
+    }
+
+    /// Counts a new connection from `ip`; false if `maxClientCnxns` is reached.
+    fn admit(&self, ip: IpAddr) -> bool {
+        let mut g = self.conns_per_ip.lock();
+        let n = g.entry(ip).or_insert(0);
+        if self.config.max_client_cnxns > 0 && *n >= self.config.max_client_cnxns {
+            return false;
+        }
+        *n += 1;
+        true
+    }
+
+    fn release(&self, ip: IpAddr) {
+        let mut g = self.conns_per_ip.lock();
+        if let Some(n) = g.get_mut(&ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                g.remove(&ip);
+            }
+        }
+    }
+}
+
+/// A running standalone server.
+pub struct Server {
+    pub client_addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    shutdown_tx: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    node: RaftNode<TypeConfig>,
+}
+
+impl Server {
+    /// Opens the data directory, starts raft (restoring state from RocksDB) and listens
+    /// for clients. Returns once the server is ready to serve.
+    pub async fn start(config: Config) -> Result<Server, ServerError> {
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir { path: config.data_dir.display().to_string(), source })?;
+        let watches = Arc::new(WatchManager::new());
+        let mut sm = StateMachine::new();
+        sm.set_notifier(watches.clone());
+        let sm = Arc::new(RwLock::new(sm));
+        let raft_dir = config.data_dir.join("raft");
+        let node = crate::raft::start_standalone::<TypeConfig, StateMachine>(&raft_dir, sm.clone(), config.snap_count).await?;
+        let tracker = SessionTracker::new();
+        // Sessions restored from disk get a fresh timeout, as ZooKeeper gives them after
+        // a restart, so their clients can reconnect before anything expires.
+        for (id, s) in sm.read().sessions() {
+            tracker.add(*id, s.timeout_ms);
+        }
+        let addr = SocketAddr::new(config.client_port_address, config.client_port);
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
+        let client_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let shared = Arc::new(Shared {
+            config,
+            raft: node.raft().clone(),
+            sm,
+            watches,
+            tracker,
+            stats: ServerStats::default(),
+            conns_per_ip: Mutex::new(HashMap::new()),
+            shutdown: shutdown_rx,
+        });
+        let tasks = vec![
+            tokio::spawn(accept_loop(shared.clone(), listener)),
+            tokio::spawn(expire_sessions_loop(shared.clone())),
+            tokio::spawn(remove_stale_nodes_loop(shared.clone())),
+        ];
+        tracing::info!(%client_addr, "serving ZooKeeper clients");
+        Ok(Server { client_addr, shared, shutdown_tx, tasks, node })
+    }
+
+    /// Stops accepting, closes connections and shuts raft down (its database closed).
+    pub async fn shutdown(self) {
+        let _ = self.shutdown_tx.send(true);
+        for t in self.tasks {
+            t.abort();
+            let _ = t.await;
+        }
+        drop(self.shared);
+        if let Err(e) = self.node.shutdown().await {
+            tracing::warn!(error = %e, "raft shutdown");
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    let mut shutdown = shared.shutdown.clone();
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        match accepted {
+            Ok((stream, remote)) => {
+                if !shared.admit(remote.ip()) {
+                    tracing::warn!(%remote, max = shared.config.max_client_cnxns, "too many connections from this address; closing");
+                    continue;
+                }
+                let shared = shared.clone();
+                tokio::spawn(async move {
+                    connection::serve(shared.clone(), stream, remote).await;
+                    shared.release(remote.ip());
+                });
+            }
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// Leader duty: every half tick, propose the expiry of sessions past their deadline.
+async fn expire_sessions_loop(shared: Arc<Shared>) {
+    let period = Duration::from_millis((shared.config.tick_time_ms as u64 / 2).max(10));
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let expired = shared.tracker.take_expired(Instant::now());
+        if expired.is_empty() {
+            continue;
+        }
+        tracing::info!(sessions = ?expired.iter().map(|s| format!("0x{s:x}")).collect::<Vec<_>>(), "expiring sessions");
+        match shared.write(CommandOp::ExpireSessions { session_ids: expired.clone() }).await {
+            Ok(_) => {
+                for id in &expired {
+                    shared.tracker.remove(*id);
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "session expiry proposal failed; will retry");
+                shared.tracker.retry(&expired);
+            }
+        }
+    }
+}
+
+/// Leader duty (ZooKeeper's ContainerManager): propose the removal of empty
+/// containers and expired TTL nodes. The state machine re-checks each at apply.
+async fn remove_stale_nodes_loop(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(Duration::from_millis(shared.config.container_check_interval_ms));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let paths = shared.sm.read().stale_nodes(now_ms());
+        if paths.is_empty() {
+            continue;
+        }
+        tracing::debug!(count = paths.len(), "removing empty containers and expired TTL nodes");
+        if let Err(e) = shared.write(CommandOp::RemoveStale { paths }).await {
+            tracing::warn!(error = %e, "stale node removal failed");
+        }
+    }
+}

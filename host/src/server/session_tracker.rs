@@ -1,0 +1,99 @@
+//! Session liveness, kept by the leader with its own clock (ZooKeeper's
+//! `SessionTrackerImpl`). Expiry is only *decided* here: the decision is proposed as
+//! an `ExpireSessions` log entry, and the state machine applies it on every replica.
+
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+#[derive(Default)]
+pub struct SessionTracker {
+    sessions: Mutex<HashMap<i64, Tracked>>,
+}
+
+struct Tracked {
+    timeout: Duration,
+    deadline: Instant,
+    /// Set once an expiry has been proposed, so it is not proposed again every tick.
+    expiring: bool,
+}
+
+impl SessionTracker {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Starts tracking a session (new, or restored after a restart: a fresh timeout).
+    pub fn add(&self, id: i64, timeout_ms: i32) {
+        let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
+        self.sessions.lock().insert(id, Tracked { timeout, deadline: Instant::now() + timeout, expiring: false });
+    }
+
+    /// Traffic from the session: push its deadline out. False if it is not tracked
+    /// (expired or closed).
+    pub fn touch(&self, id: i64) -> bool {
+        match self.sessions.lock().get_mut(&id) {
+            Some(t) if !t.expiring => {
+                t.deadline = Instant::now() + t.timeout;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    pub fn remove(&self, id: i64) {
+        self.sessions.lock().remove(&id);
+    }
+
+    /// Sessions past their deadline that have not been proposed for expiry yet.
+    pub fn take_expired(&self, now: Instant) -> Vec<i64> {
+        let mut g = self.sessions.lock();
+        let mut ids: Vec<i64> = g
+            .iter_mut()
+            .filter(|(_, t)| !t.expiring && t.deadline <= now)
+            .map(|(id, t)| {
+                t.expiring = true;
+                *id
+            })
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// An expiry proposal failed (e.g. lost leadership): consider them again later.
+    pub fn retry(&self, ids: &[i64]) {
+        let mut g = self.sessions.lock();
+        for id in ids {
+            if let Some(t) = g.get_mut(id) {
+                t.expiring = false;
+            }
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.sessions.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expires_once_and_touch_extends() {
+        let t = SessionTracker::new();
+        t.add(1, 0);
+        t.add(2, 60_000);
+        let later = Instant::now() + Duration::from_millis(1);
+        assert_eq!(t.take_expired(later), vec![1]);
+        assert_eq!(t.take_expired(later), Vec::<i64>::new(), "proposed once");
+        assert!(!t.touch(1), "an expiring session is not revived by traffic");
+        assert!(t.touch(2));
+        t.retry(&[1]);
+        assert_eq!(t.take_expired(later), vec![1]);
+    }
+}
