@@ -44,3 +44,15 @@ impl Application for StateMachine {
         StateMachine::restore(self, rows)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// openraft's storage test suite against our RocksDB stores wrapping the real
+    /// state machine.
+    #[test]
+    fn openraft_storage_suite_with_the_znode_state_machine() {
+        crate::raft::testing::run_openraft_suite::<TypeConfig, StateMachine, _>(StateMachine::new).expect("openraft storage suite");
+    }
+}

@@ -105,12 +105,10 @@ pub type Stores<C, A> = (LogStore<C>, StateMachineStore<C, A>);
 
 /// Opens the raft database in `dir` and returns the two stores that share it.
 ///
-/// The state machine is loaded from disk and `app` is restored to it (see
-/// [`StateMachineStore::open`]).
-pub fn open_stores<C, A>(
-    dir: &Path,
-    app: Arc<RwLock<A>>,
-) -> Result<Stores<C, A>, StorageError<u64>>
+/// The state machine is loaded from disk and `app` is restored to it with
+/// [`Application::restore`]; on a brand new database the application's initial state
+/// (`dump()`) is persisted instead. A restart therefore never replays the log from index 0.
+pub fn open_stores<C, A>(dir: &Path, app: Arc<RwLock<A>>) -> Result<Stores<C, A>, StorageError<u64>>
 where
     A: Application,
     C: AppTypeConfig<A>,

@@ -169,8 +169,7 @@ impl<C: StoreTypeConfig> RaftLogReader<C> for LogStore<C> {
             .db()
             .iterator_cf(cf, IteratorMode::From(&from, Direction::Forward))
         {
-            let (key, value) =
-                item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
+            let (key, value) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
             let index = key_index(&key)?;
             if !range.contains(&index) {
                 break;
@@ -187,7 +186,10 @@ impl<C: StoreTypeConfig> RaftLogReader<C> for LogStore<C> {
                 if index != prev + 1 {
                     return Err(corrupt(
                         ErrorSubject::LogIndex(prev + 1),
-                        format!("log entry {} is missing (next present is {index})", prev + 1),
+                        format!(
+                            "log entry {} is missing (next present is {index})",
+                            prev + 1
+                        ),
                     ));
                 }
             }
@@ -243,7 +245,11 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for LogStore<C> {
             .flatten())
     }
 
-    async fn append<I>(&mut self, entries: I, callback: LogFlushed<C>) -> Result<(), StorageError<u64>>
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        callback: LogFlushed<C>,
+    ) -> Result<(), StorageError<u64>>
     where
         I: IntoIterator<Item = Entry<C>> + OptionalSend,
         I::IntoIter: OptionalSend,

@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use openraft::error::{Fatal, InitializeError, RaftError};
 use openraft::metrics::WaitError;
-use openraft::{
-    BasicNode, Config, ConfigError, Raft, ServerState, SnapshotPolicy, StorageError,
-};
+use openraft::{BasicNode, Config, ConfigError, Raft, ServerState, SnapshotPolicy, StorageError};
 use parking_lot::RwLock;
 
 use super::{open_stores, AppTypeConfig, Application, DbClosed, StandaloneNetwork};
@@ -147,7 +145,10 @@ async fn become_ready_leader<C: openraft::RaftTypeConfig<NodeId = u64, Node = Ba
     raft: &Raft<C>,
 ) -> Result<(), StartError> {
     if !raft.is_initialized().await? {
-        tracing::info!(node_id = STANDALONE_NODE_ID, "initializing a new one-voter raft cluster");
+        tracing::info!(
+            node_id = STANDALONE_NODE_ID,
+            "initializing a new one-voter raft cluster"
+        );
         let members = BTreeMap::from([(STANDALONE_NODE_ID, BasicNode::default())]);
         raft.initialize(members).await?;
     }

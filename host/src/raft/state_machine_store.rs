@@ -74,7 +74,10 @@ impl<'de> Deserialize<'de> for Bytes {
             fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Bytes, E> {
                 Ok(Bytes(v))
             }
-            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Bytes, A::Error> {
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Bytes, A::Error> {
                 let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0));
                 while let Some(b) = seq.next_element::<u8>()? {
                     v.push(b);
@@ -156,7 +159,8 @@ where
         let data_cf = db.cf(CF_SM_DATA)?;
         let mut rows = Vec::new();
         for item in db.db().iterator_cf(data_cf, IteratorMode::Start) {
-            let (k, v) = item.map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
+            let (k, v) =
+                item.map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
             rows.push((k.into_vec(), v.into_vec()));
         }
 
@@ -165,8 +169,9 @@ where
             let mut app = app.write();
             if persisted {
                 let n = rows.len();
-                app.restore(rows)
-                    .map_err(|e| corrupt(ErrorSubject::StateMachine, format!("restore failed: {e}")))?;
+                app.restore(rows).map_err(|e| {
+                    corrupt(ErrorSubject::StateMachine, format!("restore failed: {e}"))
+                })?;
                 tracing::info!(rows = n, last_applied = ?last_applied, "restored state machine");
             } else {
                 let mut batch = WriteBatch::default();
@@ -212,7 +217,11 @@ where
         state: &AppliedState,
     ) -> Result<(), StorageError<u64>> {
         let cf = self.db.cf(CF_SM_META)?;
-        batch.put_cf(cf, KEY_LAST_APPLIED, encode(ErrorSubject::StateMachine, &state.last_applied)?);
+        batch.put_cf(
+            cf,
+            KEY_LAST_APPLIED,
+            encode(ErrorSubject::StateMachine, &state.last_applied)?,
+        );
         batch.put_cf(
             cf,
             KEY_LAST_MEMBERSHIP,
@@ -244,7 +253,9 @@ where
             .db()
             .get_pinned_cf(cf, KEY_SNAPSHOT_META)
             .map_err(|e| io_err(ErrorSubject::Snapshot(None), ErrorVerb::Read, &e))?;
-        bytes.map(|b| decode(ErrorSubject::Snapshot(None), &b)).transpose()
+        bytes
+            .map(|b| decode(ErrorSubject::Snapshot(None), &b))
+            .transpose()
     }
 }
 
@@ -284,7 +295,8 @@ where
                     }
                     EntryPayload::Membership(membership) => {
                         app.apply_noop(zxid);
-                        state.last_membership = StoredMembership::new(Some(entry.log_id), membership);
+                        state.last_membership =
+                            StoredMembership::new(Some(entry.log_id), membership);
                         replies.push(A::Output::default());
                     }
                 }
@@ -327,7 +339,9 @@ where
         self.clone()
     }
 
-    async fn begin_receiving_snapshot(&mut self) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
+    async fn begin_receiving_snapshot(
+        &mut self,
+    ) -> Result<Box<Cursor<Vec<u8>>>, StorageError<u64>> {
         Ok(Box::new(Cursor::new(Vec::new())))
     }
 
@@ -340,10 +354,18 @@ where
         let data = snapshot.into_inner();
         let payload: SnapshotPayload = decode(subject.clone(), &data)?;
         if payload.format != SNAPSHOT_FORMAT {
-            return Err(corrupt(subject, format!("unknown snapshot format {}", payload.format)));
+            return Err(corrupt(
+                subject,
+                format!("unknown snapshot format {}", payload.format),
+            ));
         }
-        if payload.last_applied != meta.last_log_id || payload.last_membership != meta.last_membership {
-            return Err(corrupt(subject, "snapshot payload does not match its metadata"));
+        if payload.last_applied != meta.last_log_id
+            || payload.last_membership != meta.last_membership
+        {
+            return Err(corrupt(
+                subject,
+                "snapshot payload does not match its metadata",
+            ));
         }
         tracing::info!(%meta, rows = payload.rows.len(), "installing snapshot");
 
@@ -351,11 +373,17 @@ where
         let mut batch = WriteBatch::default();
         // Replace every row: delete the whole key span [first, last] (a range tombstone plus
         // a point delete for the exclusive end), then put the snapshot's rows.
-        let first = self.db.db().iterator_cf(data_cf, IteratorMode::Start).next();
+        let first = self
+            .db
+            .db()
+            .iterator_cf(data_cf, IteratorMode::Start)
+            .next();
         let last = self.db.db().iterator_cf(data_cf, IteratorMode::End).next();
         if let (Some(first), Some(last)) = (first, last) {
-            let (first, _) = first.map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
-            let (last, _) = last.map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
+            let (first, _) =
+                first.map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
+            let (last, _) =
+                last.map_err(|e| io_err(ErrorSubject::StateMachine, ErrorVerb::Read, &e))?;
             batch.delete_range_cf(data_cf, &first, &last);
             batch.delete_cf(data_cf, &last);
         }
@@ -445,7 +473,10 @@ where
             format: SNAPSHOT_FORMAT,
             last_applied: state.last_applied,
             last_membership: state.last_membership,
-            rows: rows.into_iter().map(|(k, v)| (Bytes(k), Bytes(v))).collect(),
+            rows: rows
+                .into_iter()
+                .map(|(k, v)| (Bytes(k), Bytes(v)))
+                .collect(),
         };
         let subject = ErrorSubject::Snapshot(Some(meta.signature()));
         let data = encode(subject.clone(), &payload)?;

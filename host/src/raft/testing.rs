@@ -39,7 +39,8 @@ where
     async fn build(
         &self,
     ) -> Result<(TempDir, LogStore<C>, StateMachineStore<C, A>), StorageError<u64>> {
-        let dir = tempfile::tempdir().map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
+        let dir =
+            tempfile::tempdir().map_err(|e| io_err(ErrorSubject::Store, ErrorVerb::Write, &e))?;
         let app = Arc::new(RwLock::new((self.make_app)()));
         let (log, sm) = open_stores::<C, A>(dir.path(), app)?;
         Ok((dir, log, sm))

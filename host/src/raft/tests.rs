@@ -87,7 +87,12 @@ impl Application for KvApp {
         let mut rows: Vec<_> = self
             .data
             .iter()
-            .map(|(k, v)| (format!("{DATA_PREFIX}{k}").into_bytes(), v.clone().into_bytes()))
+            .map(|(k, v)| {
+                (
+                    format!("{DATA_PREFIX}{k}").into_bytes(),
+                    v.clone().into_bytes(),
+                )
+            })
             .collect();
         rows.push((ZXID_ROW.to_vec(), self.last_zxid.to_be_bytes().to_vec()));
         rows
@@ -250,7 +255,10 @@ async fn writes_get_consecutive_zxids_and_survive_restart_without_replay() {
         .expect("applied after restart");
     // openraft restores a single voter as leader of its old term (no new blank entry);
     // either way the applied index never goes back.
-    assert!(applied_after >= applied_before, "{applied_after} < {applied_before}");
+    assert!(
+        applied_after >= applied_before,
+        "{applied_after} < {applied_before}"
+    );
     let out = set(node.raft(), "after", "restart").await;
     assert_eq!(out.zxid, applied_after.index + 1);
     assert_eq!(app3.read().commands_applied, 1);
@@ -294,7 +302,10 @@ async fn snapshots_are_built_and_the_log_is_purged() {
     assert!(log_state.last_purged_log_id >= Some(purged));
     let first_index = first_index.expect("log not empty");
     assert!(first_index > 1, "log starts at {first_index}");
-    assert_eq!(Some(first_index), log_state.last_purged_log_id.map(|p| p.index + 1));
+    assert_eq!(
+        Some(first_index),
+        log_state.last_purged_log_id.map(|p| p.index + 1)
+    );
     let snapshot = snapshot.expect("a current snapshot is stored");
     let snap_index = snapshot.meta.last_log_id.expect("snapshot log id").index;
     assert!(snap_index >= snapshot_every, "snapshot at {snap_index}");
@@ -312,7 +323,11 @@ async fn snapshots_are_built_and_the_log_is_purged() {
         .await
         .expect("install snapshot");
     let (applied, _) = stores.sm.applied_state().await.expect("applied_state");
-    let current = stores.sm.get_current_snapshot().await.expect("current snapshot");
+    let current = stores
+        .sm
+        .get_current_snapshot()
+        .await
+        .expect("current snapshot");
     stores.close().await;
     assert_eq!(applied, meta.last_log_id);
     assert_eq!(current.map(|s| s.meta), Some(meta.clone()));

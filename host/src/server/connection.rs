@@ -127,7 +127,14 @@ async fn run(shared: &Arc<Shared>, stream: TcpStream, remote: SocketAddr) -> Res
     let (seq_tx, seq_rx) = unbounded_channel::<Pending>();
     let sequencer = tokio::spawn(sequence_loop(shared.clone(), conn, session_id, seq_rx, out_tx.clone()));
 
-    let result = read_loop(shared, &mut rd, &mut buf, session_id, remote, &seq_tx).await;
+    let mut writer = writer;
+    let mut writer_done = false;
+    // The writer ends first when the server closes the connection (session closed or
+    // expired, moved to another connection): stop reading then too.
+    let result = tokio::select! {
+        r = read_loop(shared, &mut rd, &mut buf, session_id, remote, &seq_tx) => r,
+        _ = &mut writer => { writer_done = true; Ok(()) }
+    };
     // Let the sequencer finish what was accepted, then close the socket.
     let _ = seq_tx.send(Pending::Close);
     drop(seq_tx);
@@ -135,7 +142,9 @@ async fn run(shared: &Arc<Shared>, stream: TcpStream, remote: SocketAddr) -> Res
     shared.watches.unregister(conn);
     let _ = out_tx.send(Outbound::Close);
     drop(out_tx);
-    let _ = writer.await;
+    if !writer_done {
+        let _ = writer.await;
+    }
     result
 }
 
@@ -200,7 +209,7 @@ async fn read_loop(
             Err(DecodeError::UnknownOpCode(code)) => {
                 // ZooKeeper's UnimplementedRequestProcessor: an error reply, then close.
                 warn!(opcode = code, "unknown opcode");
-                let _ = seq.send(Pending::Reply(header_only(header.xid, shared.sm.read().last_zxid(), ErrorCode::Unimplemented)));
+                enqueue(shared, seq, Pending::Reply(header_only(header.xid, shared.sm.read().last_zxid(), ErrorCode::Unimplemented)));
                 return Err(ConnError::Refused("unknown opcode"));
             }
             Err(e) => return Err(e.into()),
@@ -222,7 +231,7 @@ async fn read_loop(
                         Pending::Reply(header_only(xid::AUTH, zxid, ErrorCode::Ok))
                     }
                     None => {
-                        let _ = seq.send(Pending::Reply(header_only(xid::AUTH, zxid, ErrorCode::AuthFailed)));
+                        enqueue(shared, seq, Pending::Reply(header_only(xid::AUTH, zxid, ErrorCode::AuthFailed)));
                         return Err(ConnError::Refused("authentication failed"));
                     }
                 }
@@ -242,7 +251,7 @@ async fn read_loop(
             Request::CloseSession => {
                 let result = shared.propose(CommandOp::CloseSession { session_id }).await?;
                 shared.tracker.remove(session_id);
-                let _ = seq.send(Pending::Write { xid, started, result, close_after: true });
+                enqueue(shared, seq, Pending::Write { xid, started, result, close_after: true });
                 return Ok(());
             }
             Request::Create(_) | Request::Delete(_) | Request::SetData(_) | Request::SetAcl(_) | Request::Check(_) | Request::Multi(_) => {
@@ -260,10 +269,20 @@ async fn read_loop(
             }
             req => Pending::Read { xid, started, req, auth: auth.clone() },
         };
-        if seq.send(p).is_err() {
+        if !enqueue(shared, seq, p) {
             return Ok(());
         }
     }
+}
+
+/// Hands a request to the sequencer, counting it as outstanding until answered.
+fn enqueue(shared: &Shared, seq: &UnboundedSender<Pending>, p: Pending) -> bool {
+    shared.stats.outstanding.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if seq.send(p).is_err() {
+        shared.stats.outstanding.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        return false;
+    }
+    true
 }
 
 /// Identities an auth packet adds, or None for an unknown scheme or malformed
@@ -292,6 +311,9 @@ async fn sequence_loop(shared: Arc<Shared>, conn: ConnId, session_id: i64, mut r
         let _ = out.send(Outbound::Frame(frame));
     };
     while let Some(p) = rx.recv().await {
+        if !matches!(p, Pending::Close) {
+            shared.stats.outstanding.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        }
         match p {
             Pending::Write { xid, started, result, close_after } => match result.await {
                 Ok(o) => {
