@@ -26,6 +26,7 @@
 
 pub mod acl;
 pub mod app;
+pub mod bench;
 pub mod command;
 pub mod config;
 pub mod raft;

@@ -19,6 +19,8 @@ struct Cli {
 enum Command {
     /// Run a standalone server (defaults: 127.0.0.1:2181, data under ./data).
     Serve(ServeArgs),
+    /// Load-test a ZooKeeper-protocol server (Wazoo or Apache ZooKeeper); prints one JSON line.
+    Bench(wazoo::bench::BenchArgs),
 }
 
 #[derive(clap::Args)]
@@ -55,6 +57,7 @@ fn main() -> std::process::ExitCode {
     };
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
+        Command::Bench(args) => runtime.block_on(wazoo::bench::run_cli(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

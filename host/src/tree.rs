@@ -61,19 +61,26 @@ impl NodeKind {
 }
 
 impl Znode {
+    /// The Stat clients see (`DataNode.copyStat`): ZooKeeper stores the number of child
+    /// creates in cversion but reports creates + deletes, i.e. `2 × creates − children`;
+    /// and containers and TTL nodes report ephemeralOwner 0.
     pub fn stat(&self) -> Stat {
         let s = &self.stat;
+        let num_children = self.children.len() as i32;
         Stat {
             czxid: s.czxid,
             mzxid: s.mzxid,
             ctime: s.ctime,
             mtime: s.mtime,
             version: s.version,
-            cversion: s.cversion,
+            cversion: s.cversion.wrapping_mul(2).wrapping_sub(num_children),
             aversion: s.aversion,
-            ephemeral_owner: s.ephemeral_owner,
+            ephemeral_owner: match self.kind() {
+                NodeKind::Ephemeral(owner) => owner,
+                _ => 0,
+            },
             data_length: self.data.as_ref().map_or(0, |d| d.len() as i32),
-            num_children: self.children.len() as i32,
+            num_children,
             pzxid: s.pzxid,
         }
     }
@@ -342,12 +349,16 @@ mod tests {
         let mut t = DataTree::new();
         t.create("/a", Some(b"x".to_vec()), crate::acl::open_acl_unsafe(), 0, 1, 5, 100);
         let root = t.get("/").unwrap().stat();
-        assert_eq!((root.cversion, root.pzxid, root.num_children), (1, 5, 2));
+        assert_eq!((root.cversion, root.pzxid, root.num_children), (0, 5, 2));
         let a = t.get("/a").unwrap().stat();
         assert_eq!((a.czxid, a.mzxid, a.pzxid, a.ctime, a.data_length), (5, 5, 5, 100, 1));
         t.delete("/a", 6).unwrap();
         let root = t.get("/").unwrap().stat();
-        assert_eq!((root.cversion, root.pzxid, root.num_children), (1, 6, 1));
+        // One create and one delete under / besides /zookeeper: reported as 2×1−1.
+        assert_eq!((t.get("/").unwrap().stat.cversion, root.cversion, root.pzxid, root.num_children), (1, 1, 6, 1));
+        // A fresh ZooKeeper reports cversion -1 for / and -2 for /zookeeper.
+        assert_eq!(DataTree::new().get("/").unwrap().stat().cversion, -1);
+        assert_eq!(DataTree::new().get("/zookeeper").unwrap().stat().cversion, -2);
         assert_eq!(t.delete("/a", 7), Err(ErrorCode::NoNode));
     }
 

@@ -107,6 +107,17 @@ impl WatchManager {
         }
     }
 
+    /// The session of `conn` is closing at the client's request: stop routing
+    /// session-level closes to this connection (it closes itself after the reply).
+    pub fn detach_session(&self, conn: ConnId) {
+        let mut g = self.inner.lock();
+        if let Some(sid) = g.conns.get(&conn).map(|c| c.session_id) {
+            if g.by_session.get(&sid) == Some(&conn) {
+                g.by_session.remove(&sid);
+            }
+        }
+    }
+
     pub fn is_connected(&self, session_id: i64) -> bool {
         self.inner.lock().by_session.contains_key(&session_id)
     }

@@ -23,7 +23,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, info, warn, Instrument};
-use wazoo_proto::consts::{add_watch_mode, xid};
+use wazoo_proto::consts::add_watch_mode;
 use wazoo_proto::frame::take_frame;
 use wazoo_proto::response::encode_reply_frame;
 use wazoo_proto::{
@@ -37,7 +37,7 @@ enum Pending {
     /// A read, with the identities the session had when it was sent.
     Read { xid: i32, started: Instant, req: Request, auth: Arc<Vec<Id>> },
     Sync { xid: i32, started: Instant, path: String },
-    SetWatches { watches: SetWatches2 },
+    SetWatches { xid: i32, watches: SetWatches2 },
     AddWatch { xid: i32, started: Instant, path: String, recursive: bool },
     Watches { xid: i32, started: Instant, path: String, wtype: i32, remove: bool },
     /// A reply computed by the reader (ping, auth, errors).
@@ -132,7 +132,7 @@ async fn run(shared: &Arc<Shared>, stream: TcpStream, remote: SocketAddr) -> Res
     // The writer ends first when the server closes the connection (session closed or
     // expired, moved to another connection): stop reading then too.
     let result = tokio::select! {
-        r = read_loop(shared, &mut rd, &mut buf, session_id, remote, &seq_tx) => r,
+        r = read_loop(shared, &mut rd, &mut buf, session_id, conn, remote, &seq_tx) => r,
         _ = &mut writer => { writer_done = true; Ok(()) }
     };
     // Let the sequencer finish what was accepted, then close the socket.
@@ -185,6 +185,7 @@ async fn read_loop(
     rd: &mut (impl AsyncReadExt + Unpin),
     buf: &mut BytesMut,
     session_id: i64,
+    conn: ConnId,
     remote: SocketAddr,
     seq: &UnboundedSender<Pending>,
 ) -> Result<(), ConnError> {
@@ -216,7 +217,7 @@ async fn read_loop(
         };
         let xid = header.xid;
         let p = match request {
-            Request::Ping => Pending::Reply(header_only(xid::PING, shared.sm.read().last_zxid(), ErrorCode::Ok)),
+            Request::Ping => Pending::Reply(header_only(xid, shared.sm.read().last_zxid(), ErrorCode::Ok)),
             Request::Auth(a) => {
                 let zxid = 0;
                 match authenticate(shared, &a.scheme, a.auth.as_deref().unwrap_or_default()) {
@@ -228,10 +229,10 @@ async fn read_loop(
                             }
                         }
                         auth = Arc::new(v);
-                        Pending::Reply(header_only(xid::AUTH, zxid, ErrorCode::Ok))
+                        Pending::Reply(header_only(xid, zxid, ErrorCode::Ok))
                     }
                     None => {
-                        enqueue(shared, seq, Pending::Reply(header_only(xid::AUTH, zxid, ErrorCode::AuthFailed)));
+                        enqueue(shared, seq, Pending::Reply(header_only(xid, zxid, ErrorCode::AuthFailed)));
                         return Err(ConnError::Refused("authentication failed"));
                     }
                 }
@@ -239,7 +240,7 @@ async fn read_loop(
             Request::Sasl(_) => Pending::Reply(header_only(xid, shared.sm.read().last_zxid(), ErrorCode::Unimplemented)),
             Request::Reconfig(_) => Pending::Reply(header_only(xid, shared.sm.read().last_zxid(), ErrorCode::ReconfigDisabled)),
             Request::Sync(p) => Pending::Sync { xid, started, path: p.path },
-            Request::SetWatches { watches, .. } => Pending::SetWatches { watches },
+            Request::SetWatches { watches, .. } => Pending::SetWatches { xid, watches },
             Request::AddWatch(a) => match a.mode {
                 add_watch_mode::PERSISTENT | add_watch_mode::PERSISTENT_RECURSIVE => {
                     Pending::AddWatch { xid, started, path: a.path, recursive: a.mode == add_watch_mode::PERSISTENT_RECURSIVE }
@@ -249,6 +250,9 @@ async fn read_loop(
             Request::CheckWatches(w) => Pending::Watches { xid, started, path: w.path, wtype: w.watcher_type, remove: false },
             Request::RemoveWatches(w) => Pending::Watches { xid, started, path: w.path, wtype: w.watcher_type, remove: true },
             Request::CloseSession => {
+                // The reply must reach the client before the close: detach the session
+                // from this connection so applying the close does not close it first.
+                shared.watches.detach_session(conn);
                 let result = shared.propose(CommandOp::CloseSession { session_id }).await?;
                 shared.tracker.remove(session_id);
                 enqueue(shared, seq, Pending::Write { xid, started, result, close_after: true });
@@ -349,10 +353,10 @@ async fn sequence_loop(shared: Arc<Shared>, conn: ConnId, session_id: i64, mut r
                 send(encode_reply_frame(xid, zxid, &if ok { Ok(Response::Path(path)) } else { Err(ErrorCode::ConnectionLoss) }));
                 shared.stats.record_latency(started);
             }
-            Pending::SetWatches { watches } => {
+            Pending::SetWatches { xid, watches } => {
                 let sm = shared.sm.read();
                 shared.watches.set_watches(conn, sm.tree(), &watches, sm.last_zxid());
-                send(header_only(xid::SET_WATCHES, sm.last_zxid(), ErrorCode::Ok));
+                send(header_only(xid, sm.last_zxid(), ErrorCode::Ok));
             }
             Pending::AddWatch { xid, started, path, recursive } => {
                 let sm = shared.sm.read();
