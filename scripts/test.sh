@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Run the whole Wazoo test suite (installs what is missing first).
+#
+#   ./scripts/test.sh
+#
+# Phases, all of which run even when an earlier one failed:
+#   setup        apt packages, Python venv (scripts/setup.sh)
+#   cargo build  cargo build --workspace --all-targets (debug)
+#   cargo test   cargo test --workspace --no-fail-fast
+#   pytest       tests/python (kazoo and zkCli.sh against Apache ZooKeeper and Wazoo)
+# Exits non-zero if any phase failed, after printing a summary with each phase's time.
+#
+# Useful environment:
+#   PYTEST_ADDOPTS="-k zookeeper"   pass options to pytest (e.g. only the ZooKeeper half)
+#   WAZOO_CACHE_DIR, CARGO_TARGET_DIR   see scripts/setup.sh
+set -uo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+# shellcheck source=scripts/setup.sh
+. "$ROOT/scripts/setup.sh"
+
+export PYTHONDONTWRITEBYTECODE=1
+
+PHASE_NAMES=()
+PHASE_STATUS=()
+PHASE_SECS=()
+T0=$SECONDS
+
+record() { # name status secs
+    PHASE_NAMES+=("$1")
+    PHASE_STATUS+=("$2")
+    PHASE_SECS+=("$3")
+    printf '\n<== %s: %s in %ss\n' "$1" "$2" "$3"
+}
+
+# phase NAME TIMEOUT_SECS CMD...: runs CMD (a program, not a shell function) with a
+# time limit, so a hung test cannot eat CI's whole budget.
+phase() {
+    local name="$1" limit="$2" start=$SECONDS rc status
+    shift 2
+    printf '\n==> %s: %s\n' "$name" "$*"
+    timeout -k 30 "$limit" "$@"
+    rc=$?
+    case "$rc" in
+    0) status=ok ;;
+    124 | 137) status="FAILED (timed out after ${limit}s)" ;;
+    *) status="FAILED (exit $rc)" ;;
+    esac
+    record "$name" "$status" $((SECONDS - start))
+}
+
+# --- setup (in this shell: it exports PATH/CARGO_TARGET_DIR) ---
+printf '==> setup\n'
+start=$SECONDS
+setup_ok=1
+ensure_test_deps || setup_ok=0
+ensure_python_venv || setup_ok=0
+if compgen -G "$ROOT/recipes/*/Cargo.toml" >/dev/null; then
+    ensure_wasm_toolchain || setup_ok=0
+fi
+if [ "$setup_ok" = 1 ]; then record setup ok $((SECONDS - start)); else record setup FAILED $((SECONDS - start)); fi
+
+export WAZOO_BIN="$CARGO_TARGET_DIR/debug/wazoo"
+export ZK_HOME="${ZK_HOME:-/usr/share/zookeeper}"
+printf 'CARGO_TARGET_DIR=%s\nWAZOO_BIN=%s\nZK_HOME=%s\nWAZOO_VENV=%s\n' \
+    "$CARGO_TARGET_DIR" "$WAZOO_BIN" "$ZK_HOME" "$WAZOO_VENV"
+
+# --- Rust ---
+phase "cargo build" 2400 cargo build --workspace --all-targets
+phase "cargo test" 1500 cargo test --workspace --no-fail-fast
+
+# --- Python: kazoo and zkCli.sh against both servers ---
+phase "pytest" 1500 "$WAZOO_VENV/bin/python" -m pytest "$ROOT/tests/python" \
+    -p no:cacheprovider -ra -v --durations=10 --timeout=180
+
+# --- summary ---
+printf '\n==== test.sh summary ====\n'
+failed=()
+for i in "${!PHASE_NAMES[@]}"; do
+    printf '  %-12s %-32s %6ss\n' "${PHASE_NAMES[$i]}" "${PHASE_STATUS[$i]}" "${PHASE_SECS[$i]}"
+    [ "${PHASE_STATUS[$i]}" = ok ] || failed+=("${PHASE_NAMES[$i]}")
+done
+printf '  %-12s %-32s %6ss\n' total "" $((SECONDS - T0))
+if [ "${#failed[@]}" -gt 0 ]; then
+    printf 'test.sh: FAILED phases: %s\n' "$(IFS=,; echo "${failed[*]}")"
+    exit 1
+fi
+printf 'test.sh: all phases passed\n'
