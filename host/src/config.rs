@@ -130,6 +130,8 @@ impl Config {
             "zookeeper.DigestAuthenticationProvider.superDigest" | "superDigest" => self.super_digest = Some(value.to_string()),
             "snapCount" => self.snap_count = num::<u64>(key, value)?.max(1),
             "znode.container.checkIntervalMs" => self.container_check_interval_ms = num::<u64>(key, value)?.max(1),
+            // TTL nodes are always enabled in Wazoo; ZooKeeper needs this switch for them.
+            "extendedTypesEnabled" | "zookeeper.extendedTypesEnabled" => {}
             _ => {
                 if key.starts_with("server.") {
                     tracing::warn!(key, "server.N lines are for replicated ensembles, which this version does not run yet; ignored");
