@@ -21,7 +21,10 @@ use tokio::task::JoinHandle;
 use wazoo_proto::consts::xid;
 use wazoo_proto::frame::take_frame;
 use wazoo_proto::request::encode_request_frame;
-use wazoo_proto::{ConnectRequest, ConnectResponse, DecodeError, ErrorCode, Reader, Record, ReplyHeader, Request, Response, WatcherEvent};
+use wazoo_proto::{
+    ConnectRequest, ConnectResponse, DecodeError, ErrorCode, Reader, Record, ReplyHeader, Request,
+    Response, WatcherEvent,
+};
 
 /// Largest reply frame the client accepts. Larger than the server's default
 /// `jute.maxbuffer` on purpose: the client should never be the limit in a test.
@@ -109,7 +112,11 @@ impl Shared {
             Some(out) if out.send(frame).is_ok() => {}
             _ => return Err(ClientError::ConnectionClosed),
         }
-        let p = Pending { xid: x, opcode: req.opcode(), waiter };
+        let p = Pending {
+            xid: x,
+            opcode: req.opcode(),
+            waiter,
+        };
         match special_index(x) {
             Some(i) => st.special[i].push_back(p),
             None => st.pending.push_back(p),
@@ -152,7 +159,10 @@ impl Shared {
             // (ZooKeeper never sends them), so only log.
             let p = st.special[i].pop_front();
             if p.is_none() {
-                tracing::debug!(xid = x, "reply with reserved xid and no request waiting for it");
+                tracing::debug!(
+                    xid = x,
+                    "reply with reserved xid and no request waiting for it"
+                );
             }
             return Ok(p);
         }
@@ -197,11 +207,23 @@ impl Connection {
 pub(crate) async fn establish(
     addr: &str,
     opts: &ConnectOptions,
-) -> Result<(Connection, ConnectResponse, mpsc::UnboundedReceiver<WatchedEvent>), ClientError> {
+) -> Result<
+    (
+        Connection,
+        ConnectResponse,
+        mpsc::UnboundedReceiver<WatchedEvent>,
+    ),
+    ClientError,
+> {
     let handshake_deadline = Duration::from_millis(opts.timeout_ms.max(1000) as u64);
     let (stream, resp, leftover) = tokio::time::timeout(handshake_deadline, handshake(addr, opts))
         .await
-        .map_err(|_| ClientError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "session handshake timed out")))??;
+        .map_err(|_| {
+            ClientError::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "session handshake timed out",
+            ))
+        })??;
     if resp.timeout_ms <= 0 {
         return Err(ClientError::SessionRefused);
     }
@@ -223,15 +245,25 @@ pub(crate) async fn establish(
     let tasks = vec![
         tokio::spawn(read_loop(shared.clone(), rd, leftover, ev_tx, timeout)),
         tokio::spawn(write_loop(shared.clone(), wr, out_rx)),
-        tokio::spawn(ping_loop(Arc::downgrade(&shared), (timeout / 3).max(Duration::from_millis(10)))),
+        tokio::spawn(ping_loop(
+            Arc::downgrade(&shared),
+            (timeout / 3).max(Duration::from_millis(10)),
+        )),
     ];
     Ok((Connection { shared, tasks }, resp, ev_rx))
 }
 
-async fn handshake(addr: &str, opts: &ConnectOptions) -> Result<(TcpStream, ConnectResponse, BytesMut), ClientError> {
+async fn handshake(
+    addr: &str,
+    opts: &ConnectOptions,
+) -> Result<(TcpStream, ConnectResponse, BytesMut), ClientError> {
     let mut stream = TcpStream::connect(addr).await?;
     stream.set_nodelay(true)?;
-    let passwd = if opts.passwd.is_empty() { vec![0u8; 16] } else { opts.passwd.clone() };
+    let passwd = if opts.passwd.is_empty() {
+        vec![0u8; 16]
+    } else {
+        opts.passwd.clone()
+    };
     let req = ConnectRequest {
         protocol_version: 0,
         last_zxid_seen: opts.last_zxid_seen,
@@ -252,7 +284,11 @@ async fn handshake(addr: &str, opts: &ConnectOptions) -> Result<(TcpStream, Conn
                 return Ok((stream, resp, buf));
             }
             Ok(None) => {}
-            Err(_) => return Err(ClientError::Decode(DecodeError::Invalid("bad frame length in connect response"))),
+            Err(_) => {
+                return Err(ClientError::Decode(DecodeError::Invalid(
+                    "bad frame length in connect response",
+                )))
+            }
         }
         if stream.read_buf(&mut buf).await? == 0 {
             // ZooKeeper closes without a reply when, e.g., lastZxidSeen is ahead of it.
@@ -294,7 +330,12 @@ async fn read_loop(
 
 /// Dispatches one reply frame. An `Err` is a protocol violation that ends the
 /// connection.
-fn handle_frame(shared: &Shared, frame: &[u8], events: &mpsc::UnboundedSender<WatchedEvent>, events_seen: &mut u64) -> Result<(), String> {
+fn handle_frame(
+    shared: &Shared,
+    frame: &[u8],
+    events: &mpsc::UnboundedSender<WatchedEvent>,
+    events_seen: &mut u64,
+) -> Result<(), String> {
     let mut r = Reader::new(frame);
     let h = ReplyHeader::decode(&mut r).map_err(|e| format!("bad reply header: {e}"))?;
     if h.zxid > 0 {
@@ -303,25 +344,45 @@ fn handle_frame(shared: &Shared, frame: &[u8], events: &mpsc::UnboundedSender<Wa
     if h.xid == xid::NOTIFICATION {
         let ev = WatcherEvent::decode(&mut r).map_err(|e| format!("bad notification: {e}"))?;
         *events_seen += 1;
-        let _ = events.send(WatchedEvent { event_type: ev.event_type, state: ev.state, path: ev.path, zxid: h.zxid });
+        let _ = events.send(WatchedEvent {
+            event_type: ev.event_type,
+            state: ev.state,
+            path: ev.path,
+            zxid: h.zxid,
+        });
         return Ok(());
     }
-    let Some(p) = shared.take_pending(h.xid)? else { return Ok(()) };
+    let Some(p) = shared.take_pending(h.xid)? else {
+        return Ok(());
+    };
     let result = if h.err == 0 {
-        Response::decode(p.opcode, &mut r).map(Ok).map_err(ClientError::Decode)
+        Response::decode(p.opcode, &mut r)
+            .map(Ok)
+            .map_err(ClientError::Decode)
     } else {
         match ErrorCode::from_i32(h.err) {
             Some(code) => Ok(Err(code)),
-            None => Err(ClientError::Decode(DecodeError::BadValue { field: "ReplyHeader.err", value: h.err as i64 })),
+            None => Err(ClientError::Decode(DecodeError::BadValue {
+                field: "ReplyHeader.err",
+                value: h.err as i64,
+            })),
         }
     };
     if let Some(w) = p.waiter {
-        let _ = w.send(result.map(|result| Reply { zxid: h.zxid, result, events_before: *events_seen }));
+        let _ = w.send(result.map(|result| Reply {
+            zxid: h.zxid,
+            result,
+            events_before: *events_seen,
+        }));
     }
     Ok(())
 }
 
-async fn write_loop(shared: Arc<Shared>, mut wr: OwnedWriteHalf, mut rx: mpsc::UnboundedReceiver<Vec<u8>>) {
+async fn write_loop(
+    shared: Arc<Shared>,
+    mut wr: OwnedWriteHalf,
+    mut rx: mpsc::UnboundedReceiver<Vec<u8>>,
+) {
     let mut batch = Vec::with_capacity(64 << 10);
     while let Some(frame) = rx.recv().await {
         batch.clear();
@@ -347,7 +408,9 @@ async fn ping_loop(shared: std::sync::Weak<Shared>, interval: Duration) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
-        let Some(shared) = shared.upgrade() else { return };
+        let Some(shared) = shared.upgrade() else {
+            return;
+        };
         if shared.submit(&Request::Ping, None).is_err() {
             return;
         }

@@ -23,8 +23,8 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::UnboundedReceiver;
 use wazoo_proto::consts::perms;
 use wazoo_proto::{
-    Acl, AuthPacket, CheckVersionRequest, CreateKind, CreateOp, DecodeError, DeleteRequest, ErrorCode, Id, OpResult, PathWatchRequest, Request, Response, SetDataRequest, Stat,
-    WriteOp,
+    Acl, AuthPacket, CheckVersionRequest, CreateKind, CreateOp, DecodeError, DeleteRequest,
+    ErrorCode, Id, OpResult, PathWatchRequest, Request, Response, SetDataRequest, Stat, WriteOp,
 };
 
 /// Session parameters for [`Client::connect`].
@@ -44,7 +44,13 @@ pub struct ConnectOptions {
 
 impl Default for ConnectOptions {
     fn default() -> Self {
-        ConnectOptions { timeout_ms: 30000, session_id: 0, passwd: Vec::new(), read_only: false, last_zxid_seen: 0 }
+        ConnectOptions {
+            timeout_ms: 30000,
+            session_id: 0,
+            passwd: Vec::new(),
+            read_only: false,
+            last_zxid_seen: 0,
+        }
     }
 }
 
@@ -93,18 +99,36 @@ impl ClientError {
 
 /// world:anyone with all permissions (`ZooDefs.Ids.OPEN_ACL_UNSAFE`).
 pub fn open_acl_unsafe() -> Vec<Acl> {
-    vec![Acl { perms: perms::ALL, id: Id { scheme: "world".into(), id: "anyone".into() } }]
+    vec![Acl {
+        perms: perms::ALL,
+        id: Id {
+            scheme: "world".into(),
+            id: "anyone".into(),
+        },
+    }]
 }
 
 /// world:anyone read-only (`ZooDefs.Ids.READ_ACL_UNSAFE`).
 pub fn read_acl_unsafe() -> Vec<Acl> {
-    vec![Acl { perms: perms::READ, id: Id { scheme: "world".into(), id: "anyone".into() } }]
+    vec![Acl {
+        perms: perms::READ,
+        id: Id {
+            scheme: "world".into(),
+            id: "anyone".into(),
+        },
+    }]
 }
 
 /// All permissions for whoever is authenticated on the creating connection
 /// (`ZooDefs.Ids.CREATOR_ALL_ACL`).
 pub fn creator_all_acl() -> Vec<Acl> {
-    vec![Acl { perms: perms::ALL, id: Id { scheme: "auth".into(), id: "".into() } }]
+    vec![Acl {
+        perms: perms::ALL,
+        id: Id {
+            scheme: "auth".into(),
+            id: "".into(),
+        },
+    }]
 }
 
 /// A session handle. Cheap to clone; the connection closes (without closeSession)
@@ -125,7 +149,10 @@ struct Inner {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client").field("session_id", &format_args!("{:#x}", self.inner.session_id)).field("timeout_ms", &self.inner.timeout_ms).finish()
+        f.debug_struct("Client")
+            .field("session_id", &format_args!("{:#x}", self.inner.session_id))
+            .field("timeout_ms", &self.inner.timeout_ms)
+            .finish()
     }
 }
 
@@ -190,7 +217,10 @@ impl Client {
     /// notifications (xid -1). `Request::Ping`, `Request::Auth` and
     /// `Request::SetWatches` are sent with their reserved xids (-2, -4, -8), as the
     /// Java client does, and matched in order among their own kind.
-    pub async fn request(&self, req: Request) -> Result<(i64, Result<Response, ErrorCode>), ClientError> {
+    pub async fn request(
+        &self,
+        req: Request,
+    ) -> Result<(i64, Result<Response, ErrorCode>), ClientError> {
         let r = self.inner.conn.request(&req).await?;
         Ok((r.zxid, r.result))
     }
@@ -199,8 +229,15 @@ impl Client {
     /// connection had received before the reply: notifications numbered below that
     /// (counting from 0 in `take_events` order) arrived before the reply, the others
     /// after. Lets a test place events exactly relative to replies.
-    pub async fn request_ordered(&self, req: Request) -> Result<(i64, Result<Response, ErrorCode>, u64), ClientError> {
-        let Reply { zxid, result, events_before } = self.inner.conn.request(&req).await?;
+    pub async fn request_ordered(
+        &self,
+        req: Request,
+    ) -> Result<(i64, Result<Response, ErrorCode>, u64), ClientError> {
+        let Reply {
+            zxid,
+            result,
+            events_before,
+        } = self.inner.conn.request(&req).await?;
         Ok((zxid, result, events_before))
     }
 
@@ -218,60 +255,155 @@ impl Client {
     /// Sends an auth packet (xid -4) and waits for its reply. ZooKeeper answers an
     /// unknown scheme or bad credentials with `AuthFailed` and closes the connection.
     pub async fn add_auth(&self, scheme: &str, auth: &[u8]) -> Result<(), ClientError> {
-        self.call(Request::Auth(AuthPacket { auth_type: 0, scheme: scheme.into(), auth: Some(auth.to_vec()) })).await?;
+        self.call(Request::Auth(AuthPacket {
+            auth_type: 0,
+            scheme: scheme.into(),
+            auth: Some(auth.to_vec()),
+        }))
+        .await?;
         Ok(())
     }
 
     /// create (op 1), or createContainer (op 19) when `flags` is 4, as the Java client
     /// does. Returns the created path (with the sequence suffix, if any). TTL modes
     /// need [`create_ttl`](Self::create_ttl).
-    pub async fn create(&self, path: &str, data: &[u8], acl: Vec<Acl>, flags: i32) -> Result<String, ClientError> {
-        let kind = if flags == 4 { CreateKind::Container } else { CreateKind::Create };
-        match self.call(Request::Create(CreateOp { kind, path: path.into(), data: Some(data.to_vec()), acl, flags, ttl: -1 })).await? {
+    pub async fn create(
+        &self,
+        path: &str,
+        data: &[u8],
+        acl: Vec<Acl>,
+        flags: i32,
+    ) -> Result<String, ClientError> {
+        let kind = if flags == 4 {
+            CreateKind::Container
+        } else {
+            CreateKind::Create
+        };
+        match self
+            .call(Request::Create(CreateOp {
+                kind,
+                path: path.into(),
+                data: Some(data.to_vec()),
+                acl,
+                flags,
+                ttl: -1,
+            }))
+            .await?
+        {
             Response::Create { path } | Response::Create2 { path, .. } => Ok(path),
             other => Err(unexpected(other)),
         }
     }
 
     /// create2 (op 15): the created path and its Stat.
-    pub async fn create2(&self, path: &str, data: &[u8], acl: Vec<Acl>, flags: i32) -> Result<(String, Stat), ClientError> {
-        let kind = if flags == 4 { CreateKind::Container } else { CreateKind::Create2 };
-        match self.call(Request::Create(CreateOp { kind, path: path.into(), data: Some(data.to_vec()), acl, flags, ttl: -1 })).await? {
+    pub async fn create2(
+        &self,
+        path: &str,
+        data: &[u8],
+        acl: Vec<Acl>,
+        flags: i32,
+    ) -> Result<(String, Stat), ClientError> {
+        let kind = if flags == 4 {
+            CreateKind::Container
+        } else {
+            CreateKind::Create2
+        };
+        match self
+            .call(Request::Create(CreateOp {
+                kind,
+                path: path.into(),
+                data: Some(data.to_vec()),
+                acl,
+                flags,
+                ttl: -1,
+            }))
+            .await?
+        {
             Response::Create2 { path, stat } => Ok((path, stat)),
             other => Err(unexpected(other)),
         }
     }
 
     /// createTTL (op 21); `flags` 5 (persistent) or 6 (persistent sequential).
-    pub async fn create_ttl(&self, path: &str, data: &[u8], acl: Vec<Acl>, flags: i32, ttl_ms: i64) -> Result<(String, Stat), ClientError> {
-        match self.call(Request::Create(CreateOp { kind: CreateKind::Ttl, path: path.into(), data: Some(data.to_vec()), acl, flags, ttl: ttl_ms })).await? {
+    pub async fn create_ttl(
+        &self,
+        path: &str,
+        data: &[u8],
+        acl: Vec<Acl>,
+        flags: i32,
+        ttl_ms: i64,
+    ) -> Result<(String, Stat), ClientError> {
+        match self
+            .call(Request::Create(CreateOp {
+                kind: CreateKind::Ttl,
+                path: path.into(),
+                data: Some(data.to_vec()),
+                acl,
+                flags,
+                ttl: ttl_ms,
+            }))
+            .await?
+        {
             Response::Create2 { path, stat } => Ok((path, stat)),
             other => Err(unexpected(other)),
         }
     }
 
-    pub async fn get_data(&self, path: &str, watch: bool) -> Result<(Option<Vec<u8>>, Stat), ClientError> {
-        match self.call(Request::GetData(PathWatchRequest { path: path.into(), watch })).await? {
+    pub async fn get_data(
+        &self,
+        path: &str,
+        watch: bool,
+    ) -> Result<(Option<Vec<u8>>, Stat), ClientError> {
+        match self
+            .call(Request::GetData(PathWatchRequest {
+                path: path.into(),
+                watch,
+            }))
+            .await?
+        {
             Response::GetData { data, stat } => Ok((data, stat)),
             other => Err(unexpected(other)),
         }
     }
 
-    pub async fn set_data(&self, path: &str, data: &[u8], version: i32) -> Result<Stat, ClientError> {
-        match self.call(Request::SetData(SetDataRequest { path: path.into(), data: Some(data.to_vec()), version })).await? {
+    pub async fn set_data(
+        &self,
+        path: &str,
+        data: &[u8],
+        version: i32,
+    ) -> Result<Stat, ClientError> {
+        match self
+            .call(Request::SetData(SetDataRequest {
+                path: path.into(),
+                data: Some(data.to_vec()),
+                version,
+            }))
+            .await?
+        {
             Response::Stat(s) => Ok(s),
             other => Err(unexpected(other)),
         }
     }
 
     pub async fn delete(&self, path: &str, version: i32) -> Result<(), ClientError> {
-        self.call(Request::Delete(DeleteRequest { path: path.into(), version })).await?;
+        self.call(Request::Delete(DeleteRequest {
+            path: path.into(),
+            version,
+        }))
+        .await?;
         Ok(())
     }
 
     /// `Ok(None)` for a missing node (the watch, if asked for, is still set).
     pub async fn exists(&self, path: &str, watch: bool) -> Result<Option<Stat>, ClientError> {
-        match self.request(Request::Exists(PathWatchRequest { path: path.into(), watch })).await?.1 {
+        match self
+            .request(Request::Exists(PathWatchRequest {
+                path: path.into(),
+                watch,
+            }))
+            .await?
+            .1
+        {
             Ok(Response::Stat(s)) => Ok(Some(s)),
             Ok(other) => Err(unexpected(other)),
             Err(ErrorCode::NoNode) => Ok(None),
@@ -280,15 +412,31 @@ impl Client {
     }
 
     pub async fn get_children(&self, path: &str, watch: bool) -> Result<Vec<String>, ClientError> {
-        match self.call(Request::GetChildren(PathWatchRequest { path: path.into(), watch })).await? {
+        match self
+            .call(Request::GetChildren(PathWatchRequest {
+                path: path.into(),
+                watch,
+            }))
+            .await?
+        {
             Response::Children(c) => Ok(c),
             other => Err(unexpected(other)),
         }
     }
 
     /// getChildren2 (op 12): children and the parent's Stat.
-    pub async fn get_children2(&self, path: &str, watch: bool) -> Result<(Vec<String>, Stat), ClientError> {
-        match self.call(Request::GetChildren2(PathWatchRequest { path: path.into(), watch })).await? {
+    pub async fn get_children2(
+        &self,
+        path: &str,
+        watch: bool,
+    ) -> Result<(Vec<String>, Stat), ClientError> {
+        match self
+            .call(Request::GetChildren2(PathWatchRequest {
+                path: path.into(),
+                watch,
+            }))
+            .await?
+        {
             Response::Children2 { children, stat } => Ok((children, stat)),
             other => Err(unexpected(other)),
         }
@@ -296,7 +444,11 @@ impl Client {
 
     /// check (op 13) as a single operation.
     pub async fn check(&self, path: &str, version: i32) -> Result<(), ClientError> {
-        self.call(Request::Check(CheckVersionRequest { path: path.into(), version })).await?;
+        self.call(Request::Check(CheckVersionRequest {
+            path: path.into(),
+            version,
+        }))
+        .await?;
         Ok(())
     }
 

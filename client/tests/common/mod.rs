@@ -41,7 +41,11 @@ fn classpath() -> String {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn four_letter(addr: SocketAddr, cmd: &str) -> Option<String> {
@@ -82,15 +86,25 @@ impl ZkServer {
             ),
         )
         .map_err(|e| e.to_string())?;
-        let log = std::fs::File::create(dir.path().join("zookeeper.log")).map_err(|e| e.to_string())?;
+        let log =
+            std::fs::File::create(dir.path().join("zookeeper.log")).map_err(|e| e.to_string())?;
         let child = Command::new(&java)
-            .args(["-Xmx256m", "-XX:+UseSerialGC", "-Dzookeeper.admin.enableServer=false", "-cp", &cp, "org.apache.zookeeper.server.ZooKeeperServerMain"])
+            .args([
+                "-Xmx256m",
+                "-XX:+UseSerialGC",
+                "-Dzookeeper.admin.enableServer=false",
+                "-cp",
+                &cp,
+                "org.apache.zookeeper.server.ZooKeeperServerMain",
+            ])
             .arg(&cfg)
             .stdin(Stdio::null())
             .stdout(log.try_clone().map_err(|e| e.to_string())?)
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot run {java} (Java 17 is needed for the reference ZooKeeper): {e}"));
+            .unwrap_or_else(|e| {
+                panic!("cannot run {java} (Java 17 is needed for the reference ZooKeeper): {e}")
+            });
         let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
         let mut server = ZkServer { child, addr, dir };
         let deadline = Instant::now() + Duration::from_secs(30);
@@ -105,7 +119,10 @@ impl ZkServer {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        Err(format!("ZooKeeper did not start serving within 30 s: {}", server.log()))
+        Err(format!(
+            "ZooKeeper did not start serving within 30 s: {}",
+            server.log()
+        ))
     }
 
     pub fn addr_string(&self) -> String {
