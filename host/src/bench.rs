@@ -387,8 +387,7 @@ mod tests {
         }
         let probe = Client::connect(&addr, ConnectOptions::default()).await.unwrap();
         assert_eq!(probe.get_children(BENCH_ROOT, false).await.unwrap(), Vec::<String>::new());
-        // Not unwrapped: the server may close the socket before the closeSession reply.
-        let _ = probe.close().await;
+        probe.close().await.unwrap();
         server.shutdown().await;
     }
 }

@@ -189,7 +189,7 @@ impl StateMachine {
             WriteRequest::Op(op) => {
                 // A single op makes every check before its first change, so a failure
                 // leaves nothing to undo.
-                match (op, self.write_op(session, auth, op, zxid, time)?) {
+                match (op, self.write_op(session, auth, op, false, zxid, time)?) {
                     (WriteOp::Create(c), OpResult::Create2 { path, stat }) if c.kind != CreateKind::Create => Ok(Response::Create2 { path, stat }),
                     (_, OpResult::Create { path }) | (_, OpResult::Create2 { path, .. }) => Ok(Response::Create { path }),
                     (_, OpResult::SetData { stat }) => Ok(Response::Stat(stat)),
@@ -212,7 +212,7 @@ impl StateMachine {
                 self.tree.begin();
                 let mut results = Vec::with_capacity(ops.len());
                 for (i, op) in ops.iter().enumerate() {
-                    match self.write_op(session, auth, op, zxid, time) {
+                    match self.write_op(session, auth, op, true, zxid, time) {
                         Ok(r) => results.push(r),
                         Err(e) => {
                             // ZooKeeper's failed multi: Ok before the failing op, its
@@ -231,15 +231,18 @@ impl StateMachine {
         }
     }
 
-    fn write_op(&mut self, session: i64, auth: &[Id], op: &WriteOp, zxid: i64, time: i64) -> Result<OpResult, ErrorCode> {
+    fn write_op(&mut self, session: i64, auth: &[Id], op: &WriteOp, in_multi: bool, zxid: i64, time: i64) -> Result<OpResult, ErrorCode> {
         match op {
-            WriteOp::Create(c) => self.create(session, auth, c, zxid, time),
+            WriteOp::Create(c) => self.create(session, auth, c, in_multi, zxid, time),
             WriteOp::Delete(d) => {
-                validate_path(&d.path, false)?;
-                if is_special_path(&d.path) {
+                // `getParentPathAndValidate`: only a slash, no NUL and not a system node are
+                // required; other malformed paths simply do not exist (NoNode).
+                let last_slash = d.path.rfind('/').ok_or(ErrorCode::BadArguments)?;
+                if d.path.contains('\0') || is_special_path(&d.path) {
                     return Err(ErrorCode::BadArguments);
                 }
-                let parent = self.tree.get(parent_of(&d.path)).ok_or(ErrorCode::NoNode)?;
+                let parent_path = if last_slash == 0 { "/" } else { &d.path[..last_slash] };
+                let parent = self.tree.get(parent_path).ok_or(ErrorCode::NoNode)?;
                 acl::check(&parent.acl, perms::DELETE, auth)?;
                 let node = self.tree.get(&d.path).ok_or(ErrorCode::NoNode)?;
                 next_version(node.stat.version, d.version)?;
@@ -268,16 +271,13 @@ impl StateMachine {
     }
 
     /// `PrepRequestProcessor.pRequest2TxnCreate`, check for check.
-    fn create(&mut self, session: i64, auth: &[Id], c: &CreateOp, zxid: i64, time: i64) -> Result<OpResult, ErrorCode> {
+    fn create(&mut self, session: i64, auth: &[Id], c: &CreateOp, in_multi: bool, zxid: i64, time: i64) -> Result<OpResult, ErrorCode> {
         let mode = CreateMode::from_flags(c.flags).ok_or(ErrorCode::BadArguments)?;
         if mode.is_ttl() {
             if c.ttl <= 0 || c.ttl > MAX_TTL_MS {
                 return Err(ErrorCode::BadArguments);
             }
-        } else if c.ttl >= 0 {
-            return Err(ErrorCode::BadArguments);
-        }
-        if c.kind == CreateKind::Container && !mode.is_container() {
+        } else if c.ttl >= 0 || c.kind == CreateKind::Ttl {
             return Err(ErrorCode::BadArguments);
         }
         let last_slash = c.path.rfind('/').ok_or(ErrorCode::BadArguments)?;
@@ -297,17 +297,19 @@ impl StateMachine {
         if matches!(parent.kind(), NodeKind::Ephemeral(_)) {
             return Err(ErrorCode::NoChildrenForEphemerals);
         }
-        let owner = if mode.is_ephemeral() {
-            session
-        } else if mode.is_container() {
-            CONTAINER_EPHEMERAL_OWNER
-        } else if mode.is_ttl() {
-            TTL_EPHEMERAL_OWNER_MASK | c.ttl
-        } else {
-            0
+        // As ZooKeeper, the opcode decides the node type (createContainer makes a
+        // container whatever the flags say; create with flags 4 makes a plain node) and
+        // the flags only add the sequence suffix and the ephemeral owner.
+        let owner = match c.kind {
+            CreateKind::Container => CONTAINER_EPHEMERAL_OWNER,
+            CreateKind::Ttl => TTL_EPHEMERAL_OWNER_MASK | c.ttl,
+            _ if mode.is_ephemeral() => session,
+            _ => 0,
         };
         self.tree.create(&path, c.data.clone(), acl_list, owner, parent_cversion.wrapping_add(1), zxid, time);
-        if c.kind == CreateKind::Create {
+        if c.kind == CreateKind::Create || (in_multi && c.kind == CreateKind::Create2) {
+            // Inside a multi, ZooKeeper 3.8 answers create2 with a plain create result
+            // (no Stat); container and TTL creates keep theirs.
             Ok(OpResult::Create { path })
         } else {
             let stat = self.tree.get(&path).map(Znode::stat).unwrap_or_default();
@@ -345,14 +347,16 @@ impl StateMachine {
                 Ok(Response::Ephemerals(list))
             }
             Request::MultiRead(ops) => {
+                // ZooKeeper ignores the watch flags of multiRead's sub-requests.
+                let mut ignored = Vec::new();
                 let results = ops
                     .iter()
                     .map(|op| match op {
-                        ReadOp::GetData(r) => match self.get_data(&r.path, r.watch, auth, &mut watches) {
+                        ReadOp::GetData(r) => match self.get_data(&r.path, false, auth, &mut ignored) {
                             Ok((data, stat)) => OpResult::GetData { data, stat },
                             Err(e) => OpResult::Error(e),
                         },
-                        ReadOp::GetChildren(r) => match self.get_children(&r.path, r.watch, auth, &mut watches) {
+                        ReadOp::GetChildren(r) => match self.get_children(&r.path, false, auth, &mut ignored) {
                             Ok((children, _)) => OpResult::GetChildren { children },
                             Err(e) => OpResult::Error(e),
                         },
@@ -360,7 +364,7 @@ impl StateMachine {
                     .collect();
                 Ok(Response::Multi(results))
             }
-            Request::WhoAmI => Ok(Response::WhoAmI(auth.iter().map(|id| ClientInfo { auth_scheme: id.scheme.clone(), user: id.id.clone() }).collect())),
+            Request::WhoAmI => Ok(Response::WhoAmI(auth.iter().map(client_info).collect())),
             _ => Err(ErrorCode::Unimplemented),
         };
         (result, watches)
@@ -470,8 +474,13 @@ fn encode_row<T: Serialize>(v: &T) -> Vec<u8> {
     rmp_serde::to_vec(v).unwrap_or_default()
 }
 
-fn parent_of(path: &str) -> &str {
-    wazoo_proto::path::parent(path)
+/// whoAmI's view of an identity: digest ids show the user name only.
+fn client_info(id: &Id) -> ClientInfo {
+    let user = match id.scheme.as_str() {
+        "digest" => id.id.split(':').next().unwrap_or_default().to_string(),
+        _ => id.id.clone(),
+    };
+    ClientInfo { auth_scheme: id.scheme.clone(), user }
 }
 
 /// `DataTree.isSpecialPath`: nodes a client may not delete.

@@ -127,7 +127,10 @@ impl DataTree {
         t.insert_raw(ROOT.into(), node(crate::acl::open_acl_unsafe()));
         t.insert_raw("/zookeeper".into(), node(crate::acl::open_acl_unsafe()));
         t.insert_raw("/zookeeper/quota".into(), node(crate::acl::open_acl_unsafe()));
-        t.insert_raw("/zookeeper/config".into(), node(crate::acl::read_acl_unsafe()));
+        let mut config = node(crate::acl::read_acl_unsafe());
+        // ZooKeeper creates /zookeeper/config with aversion -1.
+        config.stat.aversion = -1;
+        t.insert_raw("/zookeeper/config".into(), config);
         t.events.clear();
         t
     }

@@ -199,13 +199,13 @@ impl WatchManager {
 
     /// checkWatches (`remove` false) / removeWatches (`remove` true) for one path.
     pub fn remove_watches(&self, conn: ConnId, path: &str, wtype: i32, remove: bool) -> Result<(), ErrorCode> {
+        // ZooKeeper 3.8 only knows types 1-3 here (anything else fails to unmarshal),
+        // and counts a persistent watch as both a data and a child watch.
         let kinds: &[WatchKind] = match wtype {
-            watcher_type::CHILDREN => &[WatchKind::Child],
-            watcher_type::DATA => &[WatchKind::Data],
+            watcher_type::CHILDREN => &[WatchKind::Child, WatchKind::Persistent, WatchKind::PersistentRecursive],
+            watcher_type::DATA => &[WatchKind::Data, WatchKind::Persistent, WatchKind::PersistentRecursive],
             watcher_type::ANY => &KINDS,
-            watcher_type::PERSISTENT => &[WatchKind::Persistent],
-            watcher_type::PERSISTENT_RECURSIVE => &[WatchKind::PersistentRecursive],
-            _ => return Err(ErrorCode::BadArguments),
+            _ => return Err(ErrorCode::MarshallingError),
         };
         let mut g = self.inner.lock();
         let mut found = false;
@@ -378,7 +378,9 @@ mod tests {
         assert_eq!(decode(rx.try_recv().unwrap()), (event::NODE_DATA_CHANGED, "/a".into()));
         assert!(rx.try_recv().is_err(), "recursive watches skip NodeChildrenChanged");
         assert_eq!(wm.remove_watches(c, "/a", watcher_type::DATA, false), Err(ErrorCode::NoWatcher));
-        assert_eq!(wm.remove_watches(c, "/", watcher_type::PERSISTENT_RECURSIVE, true), Ok(()));
+        assert_eq!(wm.remove_watches(c, "/", watcher_type::PERSISTENT_RECURSIVE, true), Err(ErrorCode::MarshallingError));
+        assert_eq!(wm.remove_watches(c, "/", watcher_type::DATA, false), Ok(()), "a persistent watch counts as a data watch");
+        assert_eq!(wm.remove_watches(c, "/", watcher_type::ANY, true), Ok(()));
         wm.unregister(c);
         assert_eq!(wm.summary(), WatchSummary::default());
     }

@@ -166,6 +166,9 @@ async fn establish(shared: &Arc<Shared>, req: &ConnectRequest) -> Result<Option<
     let session = shared.sm.read().session(req.session_id).cloned();
     match session {
         Some(s) if s.passwd == req.passwd && shared.tracker.touch(req.session_id) => Ok(Some((req.session_id, s.timeout_ms, s.passwd))),
+        // ZooKeeper also drops the session's live connection on a wrong password; we do
+        // not, so knowing a session id (ephemeralOwner is public) does not let anyone
+        // disconnect its client (docs/PROTOCOL.md).
         _ => Ok(None),
     }
 }
@@ -220,7 +223,7 @@ async fn read_loop(
             Request::Ping => Pending::Reply(header_only(xid, shared.sm.read().last_zxid(), ErrorCode::Ok)),
             Request::Auth(a) => {
                 let zxid = 0;
-                match authenticate(shared, &a.scheme, a.auth.as_deref().unwrap_or_default()) {
+                match authenticate(shared, remote, &a.scheme, a.auth.as_deref().unwrap_or_default()) {
                     Some(ids) => {
                         let mut v = (*auth).clone();
                         for id in ids {
@@ -245,7 +248,7 @@ async fn read_loop(
                 add_watch_mode::PERSISTENT | add_watch_mode::PERSISTENT_RECURSIVE => {
                     Pending::AddWatch { xid, started, path: a.path, recursive: a.mode == add_watch_mode::PERSISTENT_RECURSIVE }
                 }
-                _ => Pending::Reply(header_only(xid, shared.sm.read().last_zxid(), ErrorCode::BadArguments)),
+                _ => Pending::Reply(header_only(xid, shared.sm.read().last_zxid(), ErrorCode::MarshallingError)),
             },
             Request::CheckWatches(w) => Pending::Watches { xid, started, path: w.path, wtype: w.watcher_type, remove: false },
             Request::RemoveWatches(w) => Pending::Watches { xid, started, path: w.path, wtype: w.watcher_type, remove: true },
@@ -291,13 +294,12 @@ fn enqueue(shared: &Shared, seq: &UnboundedSender<Pending>, p: Pending) -> bool 
 
 /// Identities an auth packet adds, or None for an unknown scheme or malformed
 /// credentials (AuthFailed, then close, as ZooKeeper does).
-fn authenticate(shared: &Shared, scheme: &str, auth: &[u8]) -> Option<Vec<Id>> {
+fn authenticate(shared: &Shared, remote: SocketAddr, scheme: &str, auth: &[u8]) -> Option<Vec<Id>> {
     match scheme {
+        // ZooKeeper's IPAuthenticationProvider: the connection's own address.
+        "ip" => Some(vec![Id { scheme: "ip".into(), id: remote.ip().to_string() }]),
         "digest" => {
             let text = std::str::from_utf8(auth).ok()?;
-            if !text.contains(':') {
-                return None;
-            }
             let id = crate::acl::digest_id(text);
             let mut ids = Vec::new();
             if shared.config.super_digest.as_deref() == Some(id.as_str()) {
