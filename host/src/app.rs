@@ -7,10 +7,11 @@ use crate::state_machine::StateMachine;
 use std::io::Cursor;
 
 openraft::declare_raft_types!(
-    /// Wazoo's raft types: log entries carry [`Command`]s, apply returns [`CommandOutput`].
+    /// Wazoo's raft types: log entries carry [`Command`]s (batches of operations), apply
+    /// returns one [`CommandOutput`] per operation.
     pub TypeConfig:
         D = Command,
-        R = CommandOutput,
+        R = Vec<CommandOutput>,
         NodeId = u64,
         Node = openraft::BasicNode,
         Entry = openraft::Entry<TypeConfig>,
@@ -22,10 +23,10 @@ pub type Raft = openraft::Raft<TypeConfig>;
 
 impl Application for StateMachine {
     type Command = Command;
-    type Output = CommandOutput;
+    type Output = Vec<CommandOutput>;
 
-    fn apply(&mut self, zxid: u64, cmd: &Command) -> CommandOutput {
-        StateMachine::apply(self, zxid, cmd)
+    fn apply(&mut self, index: u64, cmd: &Command) -> Vec<CommandOutput> {
+        StateMachine::apply(self, index, cmd)
     }
 
     fn apply_noop(&mut self, zxid: u64) {

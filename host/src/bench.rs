@@ -23,7 +23,9 @@ use serde::Serialize;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wazoo_client::{open_acl_unsafe, Client, ClientError, ConnectOptions};
-use wazoo_proto::{CreateKind, CreateOp, DeleteRequest, ErrorCode, PathWatchRequest, Request, SetDataRequest};
+use wazoo_proto::{
+    CreateKind, CreateOp, DeleteRequest, ErrorCode, PathWatchRequest, Request, SetDataRequest,
+};
 
 /// Root of every benchmark's znodes.
 pub const BENCH_ROOT: &str = "/wazoo-bench";
@@ -134,7 +136,11 @@ fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
     if args.clients == 0 || args.depth == 0 {
         bail!("--clients and --depth must be at least 1");
     }
-    if !(args.secs > 0.0 && args.secs.is_finite()) || !(args.warmup_secs >= 0.0 && args.warmup_secs.is_finite()) {
+    let durations_ok = args.secs.is_finite()
+        && args.secs > 0.0
+        && args.warmup_secs.is_finite()
+        && args.warmup_secs >= 0.0;
+    if !durations_ok {
         bail!("--secs must be positive and --warmup-secs non-negative");
     }
     if args.value_size > 1 << 20 {
@@ -146,26 +152,51 @@ fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
 /// Runs one benchmark and returns its report.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     check_args(args)?;
-    let servers: Vec<String> = args.servers.iter().map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect();
+    let servers: Vec<String> = args
+        .servers
+        .iter()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect();
     let seed = args.seed.unwrap_or_else(rand::random);
-    eprintln!("wazoo bench: {} on {} with {} clients x depth {}, {}s (+{}s warmup), seed {seed}", args.workload.name(), servers.join(","), args.clients, args.depth, args.secs, args.warmup_secs);
+    eprintln!(
+        "wazoo bench: {} on {} with {} clients x depth {}, {}s (+{}s warmup), seed {seed}",
+        args.workload.name(),
+        servers.join(","),
+        args.clients,
+        args.depth,
+        args.secs,
+        args.warmup_secs
+    );
 
     // Set-up session: the run's directory and each client's znode.
-    let admin = Client::connect(&servers[0], ConnectOptions::default()).await.with_context(|| format!("connecting to {}", servers[0]))?;
+    let admin = Client::connect(&servers[0], ConnectOptions::default())
+        .await
+        .with_context(|| format!("connecting to {}", servers[0]))?;
     ensure_node(&admin, BENCH_ROOT).await?;
     let run_dir = admin
-        .create(&format!("{BENCH_ROOT}/run-"), b"", open_acl_unsafe(), wazoo_proto::consts::CreateMode::PersistentSequential.flags())
+        .create(
+            &format!("{BENCH_ROOT}/run-"),
+            b"",
+            open_acl_unsafe(),
+            wazoo_proto::consts::CreateMode::PersistentSequential.flags(),
+        )
         .await
         .context("creating the run's znode")?;
     let value = vec![b'v'; args.value_size];
     for c in 0..args.clients {
-        admin.create(&client_node(&run_dir, c), &value, open_acl_unsafe(), 0).await.context("creating a client's znode")?;
+        admin
+            .create(&client_node(&run_dir, c), &value, open_acl_unsafe(), 0)
+            .await
+            .context("creating a client's znode")?;
     }
 
     let mut sessions = Vec::with_capacity(args.clients);
     for c in 0..args.clients {
         let addr = &servers[c % servers.len()];
-        let client = Client::connect(addr, ConnectOptions::default()).await.with_context(|| format!("connecting client {c} to {addr}"))?;
+        let client = Client::connect(addr, ConnectOptions::default())
+            .await
+            .with_context(|| format!("connecting client {c} to {addr}"))?;
         sessions.push(client);
     }
 
@@ -265,11 +296,18 @@ struct Worker {
 
 impl Worker {
     fn set_data(&self) -> Request {
-        Request::SetData(SetDataRequest { path: self.node.clone(), data: Some(self.value.to_vec()), version: -1 })
+        Request::SetData(SetDataRequest {
+            path: self.node.clone(),
+            data: Some(self.value.to_vec()),
+            version: -1,
+        })
     }
 
     fn get_data(&self) -> Request {
-        Request::GetData(PathWatchRequest { path: self.node.clone(), watch: false })
+        Request::GetData(PathWatchRequest {
+            path: self.node.clone(),
+            watch: false,
+        })
     }
 
     async fn run(mut self) -> Samples {
@@ -290,7 +328,10 @@ impl Worker {
                         self.get_data()
                     }
                 }
-                Workload::CreateDelete if created => Request::Delete(DeleteRequest { path: self.scratch.clone(), version: -1 }),
+                Workload::CreateDelete if created => Request::Delete(DeleteRequest {
+                    path: self.scratch.clone(),
+                    version: -1,
+                }),
                 Workload::CreateDelete => Request::Create(CreateOp {
                     kind: CreateKind::Create,
                     path: self.scratch.clone(),
@@ -361,10 +402,39 @@ mod tests {
             seed: Some(1),
         };
         assert!(check_args(&base).is_ok());
-        assert!(check_args(&BenchArgs { clients: 0, ..base.clone() }).is_err());
-        assert!(check_args(&BenchArgs { depth: 0, ..base.clone() }).is_err());
-        assert!(check_args(&BenchArgs { secs: 0.0, ..base.clone() }).is_err());
-        assert!(check_args(&BenchArgs { servers: vec![" ".into()], ..base.clone() }).is_err());
+        let bad = [
+            BenchArgs {
+                clients: 0,
+                ..base.clone()
+            },
+            BenchArgs {
+                depth: 0,
+                ..base.clone()
+            },
+            BenchArgs {
+                secs: 0.0,
+                ..base.clone()
+            },
+            BenchArgs {
+                secs: f64::NAN,
+                ..base.clone()
+            },
+            BenchArgs {
+                warmup_secs: -1.0,
+                ..base.clone()
+            },
+            BenchArgs {
+                servers: vec![" ".into()],
+                ..base.clone()
+            },
+            BenchArgs {
+                value_size: 2 << 20,
+                ..base.clone()
+            },
+        ];
+        for args in bad {
+            assert!(check_args(&args).is_err(), "{args:?}");
+        }
     }
 
     /// Every workload runs against an in-process server, measures something, makes no
@@ -372,21 +442,47 @@ mod tests {
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn every_workload_runs_against_a_server() {
         let dir = tempfile::tempdir().unwrap();
-        let config = crate::config::Config { client_port: 0, data_dir: dir.path().to_path_buf(), ..Default::default() };
+        let config = crate::config::Config {
+            client_port: 0,
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
         let server = crate::server::Server::start(config).await.unwrap();
         let addr = server.client_addr.to_string();
-        for workload in [Workload::Write, Workload::Read, Workload::Mixed, Workload::CreateDelete] {
-            let args = BenchArgs { servers: vec![addr.clone()], workload, clients: 2, depth: 4, secs: 0.5, value_size: 32, warmup_secs: 0.1, seed: Some(42) };
+        for workload in [
+            Workload::Write,
+            Workload::Read,
+            Workload::Mixed,
+            Workload::CreateDelete,
+        ] {
+            let args = BenchArgs {
+                servers: vec![addr.clone()],
+                workload,
+                clients: 2,
+                depth: 4,
+                secs: 0.5,
+                value_size: 32,
+                warmup_secs: 0.1,
+                seed: Some(42),
+            };
             let r = run(&args).await.unwrap();
             eprintln!("{}", serde_json::to_string(&r).unwrap());
             assert!(r.ops > 0, "{workload:?}: no operation measured: {r:?}");
             assert_eq!(r.errors, 0, "{workload:?}: {r:?}");
-            assert!(r.p50_us <= r.p99_us && r.p99_us <= r.p999_us && r.p999_us <= r.max_us, "{r:?}");
+            assert!(
+                r.p50_us <= r.p99_us && r.p99_us <= r.p999_us && r.p999_us <= r.max_us,
+                "{r:?}"
+            );
             let json = serde_json::to_value(&r).unwrap();
             assert_eq!(json["workload"], workload.name());
         }
-        let probe = Client::connect(&addr, ConnectOptions::default()).await.unwrap();
-        assert_eq!(probe.get_children(BENCH_ROOT, false).await.unwrap(), Vec::<String>::new());
+        let probe = Client::connect(&addr, ConnectOptions::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            probe.get_children(BENCH_ROOT, false).await.unwrap(),
+            Vec::<String>::new()
+        );
         probe.close().await.unwrap();
         server.shutdown().await;
     }

@@ -2,18 +2,32 @@
 //!
 //! Everything the state machine needs to reach the same result on every replica is
 //! in the entry: the time (the proposer's clock when it proposed), the caller's
-//! session and identities (for ACL checks), and the request itself. The zxid is the
-//! entry's log index, added at apply.
+//! session and identities (for ACL checks), and the request itself. The zxid is
+//! derived from the entry's log index and the operation's position in it, at apply.
 
 use serde::{Deserialize, Serialize};
 use wazoo_proto::{CheckVersionRequest, ErrorCode, Id, Response, SetAclRequest, WriteOp};
 
+/// One raft log entry: a batch of operations applied in order, atomically with
+/// respect to the log (group commit: one fsync covers the whole batch).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     /// Milliseconds since the Unix epoch, from the proposer's clock: ctime/mtime and
     /// TTL decisions use this, never the applying server's clock.
     pub time_ms: i64,
-    pub op: CommandOp,
+    pub ops: Vec<CommandOp>,
+}
+
+/// Bits of a zxid below the log index: the position of an operation in its entry.
+pub const ZXID_POSITION_BITS: u32 = 16;
+/// The most operations one entry may carry.
+pub const MAX_OPS_PER_ENTRY: usize = 1 << ZXID_POSITION_BITS;
+
+/// The zxid of the operation at `position` in the entry at log `index`:
+/// `index << 16 | position`. Derived from the log alone, so every replica assigns the
+/// same zxids, and increasing in log order, which is all clients rely on.
+pub fn zxid_of(index: u64, position: usize) -> i64 {
+    ((index << ZXID_POSITION_BITS) | position as u64) as i64
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -57,11 +71,5 @@ pub struct CommandOutput {
 impl CommandOutput {
     pub fn noop(zxid: i64) -> CommandOutput {
         CommandOutput { zxid, result: Ok(Response::Empty), session_id: 0 }
-    }
-}
-
-impl Default for CommandOutput {
-    fn default() -> Self {
-        CommandOutput::noop(0)
     }
 }

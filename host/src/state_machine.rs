@@ -8,7 +8,7 @@
 //! before its reply is sent, so a client sees an event before any later data.
 
 use crate::acl;
-use crate::command::{Command, CommandOp, CommandOutput, WriteRequest};
+use crate::command::{zxid_of, Command, CommandOp, CommandOutput, WriteRequest};
 use crate::tree::{DataTree, NodeKind, TreeEvent, Znode};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -20,7 +20,8 @@ use wazoo_proto::{
 };
 
 /// High byte of session ids: session ids are `SESSION_ID_BASE | zxid of creation`,
-/// unique across restarts and replicas because zxids are.
+/// unique across restarts and replicas because zxids are (zxids stay below 2^56 for
+/// the first 2^40 log entries).
 pub const SESSION_ID_BASE: i64 = 0x0100_0000_0000_0000;
 
 /// A replicated session.
@@ -94,13 +95,16 @@ impl StateMachine {
         &self.sessions
     }
 
-    /// Applies one committed command. Deterministic: depends only on the state and the entry.
-    pub fn apply(&mut self, zxid: u64, cmd: &Command) -> CommandOutput {
-        let zxid = zxid as i64;
+    /// Applies one committed entry (a batch of operations, in order). Deterministic:
+    /// depends only on the state and the entry.
+    pub fn apply(&mut self, index: u64, cmd: &Command) -> Vec<CommandOutput> {
+        cmd.ops.iter().enumerate().map(|(i, op)| self.apply_op(zxid_of(index, i), cmd.time_ms, op)).collect()
+    }
+
+    fn apply_op(&mut self, zxid: i64, time: i64, op: &CommandOp) -> CommandOutput {
         self.last_zxid = zxid;
-        let time = cmd.time_ms;
         let mut out = CommandOutput::noop(zxid);
-        match &cmd.op {
+        match op {
             CommandOp::CreateSession { timeout_ms, passwd } => {
                 let id = SESSION_ID_BASE | zxid;
                 self.sessions.insert(id, Session { timeout_ms: *timeout_ms, passwd: passwd.clone() });
@@ -137,8 +141,8 @@ impl StateMachine {
     }
 
     /// Blank and membership entries consume a zxid but change nothing.
-    pub fn apply_noop(&mut self, zxid: u64) {
-        self.last_zxid = zxid as i64;
+    pub fn apply_noop(&mut self, index: u64) {
+        self.last_zxid = zxid_of(index, 0);
     }
 
     fn flush_events(&mut self, zxid: i64) {

@@ -64,19 +64,39 @@ impl Slot {
         for i in 0..MAX_PER_SLOT {
             let sequential = i % 3 == 0;
             let pad = "x".repeat(self.rng.gen_range(0..200));
-            let data = format!("round={} client={} slot={} i={i} seq={sequential} {pad}", self.round, self.client_no, self.slot);
-            let path = if sequential { format!("{ROOT}/seq-") } else { format!("{ROOT}/r{}-c{}-s{}-{i}", self.round, self.client_no, self.slot) };
-            self.ledger.lock().unwrap().sent.insert(data.clone(), (!sequential).then(|| path.clone()));
+            let data = format!(
+                "round={} client={} slot={} i={i} seq={sequential} {pad}",
+                self.round, self.client_no, self.slot
+            );
+            let path = if sequential {
+                format!("{ROOT}/seq-")
+            } else {
+                format!(
+                    "{ROOT}/r{}-c{}-s{}-{i}",
+                    self.round, self.client_no, self.slot
+                )
+            };
+            self.ledger
+                .lock()
+                .unwrap()
+                .sent
+                .insert(data.clone(), (!sequential).then(|| path.clone()));
             let flags = if sequential { 2 } else { 0 };
-            match self.client.create(&path, data.as_bytes(), open_acl_unsafe(), flags).await {
+            match self
+                .client
+                .create(&path, data.as_bytes(), open_acl_unsafe(), flags)
+                .await
+            {
                 Ok(created) => {
                     {
                         let mut l = self.ledger.lock().unwrap();
                         if !sequential && created != path {
-                            l.errors.push(format!("create {path} acknowledged as {created}"));
+                            l.errors
+                                .push(format!("create {path} acknowledged as {created}"));
                         }
                         if let Some(old) = l.acked.insert(created.clone(), data) {
-                            l.errors.push(format!("{created} acknowledged twice (first with {old:?})"));
+                            l.errors
+                                .push(format!("{created} acknowledged twice (first with {old:?})"));
                         }
                     }
                     if self.acks.fetch_add(1, Ordering::SeqCst) + 1 == self.kill_at {
@@ -84,7 +104,11 @@ impl Slot {
                     }
                 }
                 Err(ClientError::Zk(code)) => {
-                    self.ledger.lock().unwrap().errors.push(format!("create {path}: {code}"));
+                    self.ledger
+                        .lock()
+                        .unwrap()
+                        .errors
+                        .push(format!("create {path}: {code}"));
                     return;
                 }
                 // The server is gone (killed): this slot is done.
@@ -104,12 +128,19 @@ async fn connect(addr: &str) -> Client {
 /// Checks the tree under ROOT against everything acknowledged and sent so far.
 async fn verify(addr: &str, ledger: &Ledger, after_round: usize) -> usize {
     let c = connect(addr).await;
-    let children = tokio::time::timeout(GUARD, c.get_children(ROOT, false)).await.expect("getChildren in time").expect("getChildren");
+    let children = tokio::time::timeout(GUARD, c.get_children(ROOT, false))
+        .await
+        .expect("getChildren in time")
+        .expect("getChildren");
     let mut present: BTreeMap<String, String> = BTreeMap::new();
     for child in children {
         let path = format!("{ROOT}/{child}");
-        let (data, _) = tokio::time::timeout(GUARD, c.get_data(&path, false)).await.expect("getData in time").expect("getData of a listed child");
-        let data = String::from_utf8(data.unwrap_or_default()).expect("data is what we wrote: UTF-8");
+        let (data, _) = tokio::time::timeout(GUARD, c.get_data(&path, false))
+            .await
+            .expect("getData in time")
+            .expect("getData of a listed child");
+        let data =
+            String::from_utf8(data.unwrap_or_default()).expect("data is what we wrote: UTF-8");
         present.insert(path, data);
     }
 
@@ -117,19 +148,35 @@ async fn verify(addr: &str, ledger: &Ledger, after_round: usize) -> usize {
     for (path, data) in &ledger.acked {
         match present.get(path) {
             Some(d) if d == data => {}
-            Some(d) => missing.push(format!("{path}: data {:?}, acknowledged with {:?}", trunc(d), trunc(data))),
+            Some(d) => missing.push(format!(
+                "{path}: data {:?}, acknowledged with {:?}",
+                trunc(d),
+                trunc(data)
+            )),
             None => missing.push(format!("{path}: missing")),
         }
     }
-    assert!(missing.is_empty(), "after the kill in round {after_round}, {} of {} acknowledged creates are wrong:\n{}", missing.len(), ledger.acked.len(), missing.join("\n"));
+    assert!(
+        missing.is_empty(),
+        "after the kill in round {after_round}, {} of {} acknowledged creates are wrong:\n{}",
+        missing.len(),
+        ledger.acked.len(),
+        missing.join("\n")
+    );
 
     // Everything present was sent, at the path it was sent to, and only once.
     let mut seen = HashMap::new();
     for (path, data) in &present {
         match ledger.sent.get(data) {
-            None => panic!("{path} holds data that was never written: {:?}", trunc(data)),
+            None => panic!(
+                "{path} holds data that was never written: {:?}",
+                trunc(data)
+            ),
             Some(Some(p)) => assert_eq!(p, path, "data sent to {p} found at {path}"),
-            Some(None) => assert!(path.starts_with(&format!("{ROOT}/seq-")), "sequential data at {path}"),
+            Some(None) => assert!(
+                path.starts_with(&format!("{ROOT}/seq-")),
+                "sequential data at {path}"
+            ),
         }
         if let Some(other) = seen.insert(data.clone(), path.clone()) {
             panic!("one create applied twice: at {other} and {path}");
@@ -150,20 +197,32 @@ fn acknowledged_writes_survive_sigkill() {
         panic!("WAZOO_BIN is not set: build Wazoo (`cargo build -p wazoo`) and set WAZOO_BIN to the `wazoo` binary (scripts/test.sh does)")
     });
     let seed: u64 = match std::env::var("WAZOO_CRASH_SEED") {
-        Ok(s) => s.parse().expect("WAZOO_CRASH_SEED must be an unsigned integer"),
+        Ok(s) => s
+            .parse()
+            .expect("WAZOO_CRASH_SEED must be an unsigned integer"),
         Err(_) => rand::random(),
     };
-    println!("crash test: seed {seed} (replay with WAZOO_CRASH_SEED={seed}), WAZOO_BIN={}", bin.to_string_lossy());
+    println!(
+        "crash test: seed {seed} (replay with WAZOO_CRASH_SEED={seed}), WAZOO_BIN={}",
+        bin.to_string_lossy()
+    );
     eprintln!("crash test: seed {seed}");
     let mut rng = StdRng::seed_from_u64(seed);
 
-    let dir = tempfile::Builder::new().prefix("wazoo-crash-").tempdir().expect("temp dir");
+    let dir = tempfile::Builder::new()
+        .prefix("wazoo-crash-")
+        .tempdir()
+        .expect("temp dir");
     let data_dir = dir.path().join("data");
     let mut args: Vec<String> = REFERENCE_ARGS.iter().map(|s| s.to_string()).collect();
     args.extend(["--set".to_string(), SNAP_COUNT.to_string()]);
     let mut server = WazooProcess::start_with(&bin, &data_dir, args).expect("wazoo starts");
 
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().expect("tokio runtime");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     rt.block_on(async {
         let setup = connect(&server.connect_string()).await;
         setup.create(ROOT, b"", open_acl_unsafe(), 0).await.expect("create the root");
@@ -199,7 +258,7 @@ fn acknowledged_writes_survive_sigkill() {
             // Should every slot stop early (errors), wake up anyway.
             let all_done = {
                 let kill_now = kill_now.clone();
-                let handles: Vec<_> = tasks.drain(..).collect();
+                let handles = std::mem::take(&mut tasks);
                 tokio::spawn(async move {
                     for h in handles {
                         let _ = h.await;

@@ -268,6 +268,9 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for LogStore<C> {
         // entry reported as committed could vanish in a power loss. So the batch is
         // written with fsync, and `callback` (which is what tells openraft the entries are
         // flushed) is only called after the synced write has returned.
+        // openraft 0.9 waits for this callback before it appends the next entry, so the
+        // fsyncs are serial; group commit happens one level up, where the server packs
+        // many client operations into one entry (server::proposer).
         opts.set_sync(true);
         match self.db.db().write_opt(batch, &opts) {
             Ok(()) => {

@@ -256,7 +256,7 @@ async fn read_loop(
                 // The reply must reach the client before the close: detach the session
                 // from this connection so applying the close does not close it first.
                 shared.watches.detach_session(conn);
-                let result = shared.propose(CommandOp::CloseSession { session_id }).await?;
+                let result = shared.propose(CommandOp::CloseSession { session_id });
                 shared.tracker.remove(session_id);
                 enqueue(shared, seq, Pending::Write { xid, started, result, close_after: true });
                 return Ok(());
@@ -271,7 +271,7 @@ async fn read_loop(
                     Request::Multi(ops) => WriteRequest::Multi(ops),
                     _ => unreachable!("matched above"),
                 };
-                let result = shared.propose(CommandOp::Write { session_id, auth: (*auth).clone(), request }).await?;
+                let result = shared.propose(CommandOp::Write { session_id, auth: (*auth).clone(), request });
                 Pending::Write { xid, started, result, close_after: false }
             }
             req => Pending::Read { xid, started, req, auth: auth.clone() },

@@ -4,11 +4,12 @@
 
 pub mod connection;
 pub mod four_letter;
+pub mod proposer;
 pub mod session_tracker;
 pub mod stats;
 
 use crate::app::{Raft, TypeConfig};
-use crate::command::{Command, CommandOp, CommandOutput};
+use crate::command::{CommandOp, CommandOutput};
 use crate::config::Config;
 use crate::raft::RaftNode;
 use crate::state_machine::StateMachine;
@@ -36,19 +37,13 @@ pub enum ServerError {
     Bind { addr: SocketAddr, source: std::io::Error },
 }
 
-/// Why a proposal did not produce an applied result.
-#[derive(Debug, Error)]
-pub enum ProposeError {
-    #[error("raft is shut down or failed: {0}")]
-    Fatal(String),
-    #[error("write not committed: {0}")]
-    Write(String),
-}
+pub use proposer::{ProposeError, Proposer};
 
 /// State shared by every connection and background task of one server.
 pub struct Shared {
     pub config: Config,
     pub raft: Raft,
+    pub proposer: Proposer,
     pub sm: Arc<RwLock<StateMachine>>,
     pub watches: Arc<WatchManager>,
     pub tracker: SessionTracker,
@@ -64,23 +59,16 @@ pub fn now_ms() -> i64 {
 }
 
 impl Shared {
-    /// Submits a command to raft in call order and returns a future of its applied
-    /// result. Submission happens before this returns, so commands a connection
-    /// proposes one after another are applied in that order.
-    pub async fn propose(&self, op: CommandOp) -> Result<BoxFuture<'static, Result<CommandOutput, ProposeError>>, ProposeError> {
-        let rx = self.raft.client_write_ff(Command { time_ms: now_ms(), op }).await.map_err(|e| ProposeError::Fatal(e.to_string()))?;
-        Ok(Box::pin(async move {
-            match rx.await {
-                Ok(Ok(resp)) => Ok(resp.data),
-                Ok(Err(e)) => Err(ProposeError::Write(e.to_string())),
-                Err(e) => Err(ProposeError::Fatal(e.to_string())),
-            }
-        }))
+    /// Queues a command for the raft log (batched by the [`Proposer`]) and returns a
+    /// future of its applied result. Commands a connection proposes one after another
+    /// are applied in that order.
+    pub fn propose(&self, op: CommandOp) -> BoxFuture<'static, Result<CommandOutput, ProposeError>> {
+        self.proposer.propose(op)
     }
 
     /// Proposes and waits for the result.
     pub async fn write(&self, op: CommandOp) -> Result<CommandOutput, ProposeError> {
-        self.propose(op).await?.await
+        self.propose(op).await
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -139,9 +127,11 @@ impl Server {
         let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
         let client_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (proposer, proposer_task) = Proposer::start(node.raft().clone());
         let shared = Arc::new(Shared {
             config,
             raft: node.raft().clone(),
+            proposer,
             sm,
             watches,
             tracker,
@@ -150,6 +140,7 @@ impl Server {
             shutdown: shutdown_rx,
         });
         let tasks = vec![
+            proposer_task,
             tokio::spawn(accept_loop(shared.clone(), listener)),
             tokio::spawn(expire_sessions_loop(shared.clone())),
             tokio::spawn(remove_stale_nodes_loop(shared.clone())),
