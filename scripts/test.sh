@@ -8,6 +8,7 @@
 #   cargo build  cargo build --workspace --all-targets (debug)
 #   cargo test   cargo test --workspace --no-fail-fast
 #   pytest       tests/python (kazoo and zkCli.sh against Apache ZooKeeper and Wazoo)
+#   fuzz         cargo-fuzz on the frame decoder, briefly (WAZOO_FUZZ_SECS, default 20)
 # Exits non-zero if any phase failed, after printing a summary with each phase's time.
 #
 # Useful environment:
@@ -24,6 +25,9 @@ export PYTHONDONTWRITEBYTECODE=1
 
 PHASE_NAMES=()
 PHASE_STATUS=()
+# Everything the phases print, to count the tests at the end.
+LOG="$(mktemp "${TMPDIR:-/tmp}/wazoo-test.XXXXXX")"
+trap 'rm -f "$LOG"' EXIT
 PHASE_SECS=()
 T0=$SECONDS
 
@@ -40,8 +44,8 @@ phase() {
     local name="$1" limit="$2" start=$SECONDS rc status
     shift 2
     printf '\n==> %s: %s\n' "$name" "$*"
-    timeout -k 30 "$limit" "$@"
-    rc=$?
+    timeout -k 30 "$limit" "$@" 2>&1 | tee -a "$LOG"
+    rc=${PIPESTATUS[0]}
     case "$rc" in
     0) status=ok ;;
     124 | 137) status="FAILED (timed out after ${limit}s)" ;;
@@ -74,6 +78,9 @@ phase "cargo test" 1500 cargo test --workspace --no-fail-fast
 phase "pytest" 1500 "$WAZOO_VENV/bin/python" -m pytest "$ROOT/tests/python" \
     -p no:cacheprovider -ra -v --durations=10 --timeout=180
 
+# --- fuzz: the frame decoder under libFuzzer, briefly (longer: scripts/fuzz.sh SECS) ---
+phase "fuzz" 1200 "$ROOT/scripts/fuzz.sh" "${WAZOO_FUZZ_SECS:-20}"
+
 # --- summary ---
 printf '\n==== test.sh summary ====\n'
 failed=()
@@ -82,8 +89,18 @@ for i in "${!PHASE_NAMES[@]}"; do
     [ "${PHASE_STATUS[$i]}" = ok ] || failed+=("${PHASE_NAMES[$i]}")
 done
 printf '  %-12s %-32s %6ss\n' total "" $((SECONDS - T0))
+# Test counts from cargo ("test result: ok. N passed; M failed") and pytest ("N passed",
+# "M failed" on its closing line).
+cargo_counts=$(grep -E '^test result: ' "$LOG" | sed -E 's/.* ([0-9]+) passed; ([0-9]+) failed.*/\1 \2/')
+pytest_line=$(grep -E '^=+ .*(passed|failed).* in [0-9.]+s' "$LOG" | tail -n 1)
+py_passed=$(printf '%s' "$pytest_line" | grep -oE '[0-9]+ passed' | grep -oE '[0-9]+' || true)
+py_failed=$(printf '%s' "$pytest_line" | grep -oE '[0-9]+ failed' | grep -oE '[0-9]+' || true)
+total_passed=$(( ${py_passed:-0} + $(printf '%s\n' "$cargo_counts" | awk '{s+=$1} END {print s+0}') ))
+total_failed=$(( ${py_failed:-0} + $(printf '%s\n' "$cargo_counts" | awk '{s+=$2} END {print s+0}') ))
 if [ "${#failed[@]}" -gt 0 ]; then
     printf 'test.sh: FAILED phases: %s\n' "$(IFS=,; echo "${failed[*]}")"
+    printf 'tests: %d passed, %d failed\n' "$total_passed" "$total_failed"
     exit 1
 fi
 printf 'test.sh: all phases passed\n'
+printf 'tests: %d passed, %d failed\n' "$total_passed" "$total_failed"
