@@ -274,20 +274,8 @@ impl Client {
         acl: Vec<Acl>,
         flags: i32,
     ) -> Result<String, ClientError> {
-        let kind = if flags == 4 {
-            CreateKind::Container
-        } else {
-            CreateKind::Create
-        };
         match self
-            .call(Request::Create(CreateOp {
-                kind,
-                path: path.into(),
-                data: Some(data.to_vec()),
-                acl,
-                flags,
-                ttl: -1,
-            }))
+            .call(create_request(CreateKind::Create, path, data, acl, flags))
             .await?
         {
             Response::Create { path } | Response::Create2 { path, .. } => Ok(path),
@@ -303,20 +291,8 @@ impl Client {
         acl: Vec<Acl>,
         flags: i32,
     ) -> Result<(String, Stat), ClientError> {
-        let kind = if flags == 4 {
-            CreateKind::Container
-        } else {
-            CreateKind::Create2
-        };
         match self
-            .call(Request::Create(CreateOp {
-                kind,
-                path: path.into(),
-                data: Some(data.to_vec()),
-                acl,
-                flags,
-                ttl: -1,
-            }))
+            .call(create_request(CreateKind::Create2, path, data, acl, flags))
             .await?
         {
             Response::Create2 { path, stat } => Ok((path, stat)),
@@ -481,4 +457,18 @@ mod tests {
         assert_eq!(o.session_id, 0);
         assert_eq!(open_acl_unsafe()[0].perms, 31);
     }
+}
+
+/// A create request as the Java client sends it: flags 4 (container) use the
+/// createContainer opcode, anything else `kind`.
+fn create_request(kind: CreateKind, path: &str, data: &[u8], acl: Vec<Acl>, flags: i32) -> Request {
+    let kind = if flags == 4 { CreateKind::Container } else { kind };
+    Request::Create(CreateOp {
+        kind,
+        path: path.into(),
+        data: Some(data.to_vec()),
+        acl,
+        flags,
+        ttl: -1,
+    })
 }
