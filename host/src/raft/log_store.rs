@@ -11,7 +11,7 @@ use std::fmt::Debug;
 use std::io;
 use std::marker::PhantomData;
 use std::ops::{Bound, RangeBounds};
-use std::sync::Arc;
+use std::sync::{mpsc, Arc};
 
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{
@@ -63,22 +63,58 @@ fn delete_indexes(
 }
 
 /// The raft log. Cheap to clone (it is also its own `LogReader`); all clones share the
-/// database.
-pub struct LogStore<C> {
+/// database and the fsync thread.
+pub struct LogStore<C: StoreTypeConfig> {
     db: Arc<RaftDb>,
+    syncer: mpsc::Sender<LogFlushed<C>>,
     _types: PhantomData<C>,
 }
 
-impl<C> Clone for LogStore<C> {
+impl<C: StoreTypeConfig> Clone for LogStore<C> {
     fn clone(&self) -> Self {
         Self {
             db: self.db.clone(),
+            syncer: self.syncer.clone(),
             _types: PhantomData,
         }
     }
 }
 
-impl<C> Debug for LogStore<C> {
+/// The fsync thread. Appends are written to RocksDB without fsync (so readers see them
+/// at once) and their `LogFlushed` callbacks are queued here; this thread takes every
+/// callback queued so far, fsyncs the WAL once (`flush_wal(true)` covers every write
+/// made before it) and only then reports those appends flushed. The fsync therefore
+/// never blocks an async runtime worker, and appends that arrive while one is running
+/// share the next one.
+///
+/// It ends when every `LogStore` clone is dropped (the channel closes), releasing its
+/// handle on the database.
+fn spawn_syncer<C: StoreTypeConfig>(db: Arc<RaftDb>) -> mpsc::Sender<LogFlushed<C>> {
+    let (tx, rx) = mpsc::channel::<LogFlushed<C>>();
+    let spawned = std::thread::Builder::new().name("raft-log-fsync".into()).spawn(move || {
+        while let Ok(first) = rx.recv() {
+            let mut waiting = vec![first];
+            waiting.extend(rx.try_iter());
+            // DURABILITY RULE: a callback is called only after an fsync that started
+            // after its entries were written has returned; see `append`.
+            let synced = db.db().flush_wal(true);
+            if let Err(e) = &synced {
+                tracing::error!(error = %e, "fsync of the raft log failed");
+            }
+            for cb in waiting {
+                cb.log_io_completed(synced.as_ref().map(|_| ()).map_err(|e| io::Error::other(e.to_string())));
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        // Without the thread the receiver is gone and every append reports an error
+        // instead of hanging; say why once.
+        tracing::error!(error = %e, "cannot start the raft log fsync thread");
+    }
+    tx
+}
+
+impl<C: StoreTypeConfig> Debug for LogStore<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LogStore").finish_non_exhaustive()
     }
@@ -86,8 +122,10 @@ impl<C> Debug for LogStore<C> {
 
 impl<C: StoreTypeConfig> LogStore<C> {
     pub(crate) fn new(db: Arc<RaftDb>) -> Self {
+        let syncer = spawn_syncer::<C>(db.clone());
         Self {
             db,
+            syncer,
             _types: PhantomData,
         }
     }
@@ -262,20 +300,22 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for LogStore<C> {
             batch.put_cf(cf, index_key(entry.log_id.index), value);
             last = Some(entry.log_id);
         }
-        let mut opts = WriteOptions::default();
         // DURABILITY RULE: an appended entry may be acknowledged to the leader (or counted
         // toward the quorum by a leader) only once it is on stable storage; otherwise an
-        // entry reported as committed could vanish in a power loss. So the batch is
-        // written with fsync, and `callback` (which is what tells openraft the entries are
-        // flushed) is only called after the synced write has returned.
-        // openraft 0.9 waits for this callback before it appends the next entry, so the
-        // fsyncs are serial; group commit happens one level up, where the server packs
-        // many client operations into one entry (server::proposer).
-        opts.set_sync(true);
-        match self.db.db().write_opt(batch, &opts) {
+        // entry reported as committed could vanish in a power loss. The batch is written
+        // here without fsync and `callback` (which is what tells openraft the entries are
+        // flushed) goes to the fsync thread, which calls it only after an fsync of the
+        // WAL that started after this write returned (`spawn_syncer`). openraft 0.9 waits
+        // for the callback before it appends the next entry; group commit of client
+        // operations happens one level up, in `server::proposer`.
+        match self.db.db().write_opt(batch, &WriteOptions::default()) {
             Ok(()) => {
                 tracing::trace!(last = ?last, "appended raft log entries");
-                callback.log_io_completed(Ok(()));
+                if let Err(mpsc::SendError(cb)) = self.syncer.send(callback) {
+                    let e = io::Error::other("raft log fsync thread is not running");
+                    cb.log_io_completed(Err(io::Error::other(e.to_string())));
+                    return Err(io_err(ErrorSubject::Logs, ErrorVerb::Write, &e));
+                }
                 Ok(())
             }
             Err(e) => {
