@@ -812,3 +812,31 @@ async fn random_frames_never_crash_or_hang_the_server() {
     assert_server_healthy(&t.addr, "after-random").await;
     t.server.shutdown().await;
 }
+
+/// Matches Apache ZooKeeper 3.8 (checked against it with the same bytes): a known
+/// opcode with an undecodable body gets MarshallingError for that xid and the
+/// connection stays usable; a client sending the server-internal deleteContainer
+/// (op 20) gets BadArguments and stays connected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_bodies_get_marshalling_error_and_the_connection_survives() {
+    let t = start_server(|_| {}).await;
+    let (mut raw, _) = Raw::session(&t.addr).await;
+    let cases: [(i32, i32, &[u8]); 4] = [
+        (11, op::GET_DATA, b""),                                   // no body at all
+        (12, op::CREATE, &[0, 0, 0, 3, b'/', 0xff, 0xfe]),         // path is not UTF-8
+        (13, op::SET_DATA, &[0, 0, 0, 2, b'/', b'a', 0, 0, 1, 0]), // data length past the frame
+        (14, op::DELETE_CONTAINER, &[0, 0, 0, 2, b'/', b'a']),
+    ];
+    for (xid, opcode, tail) in cases {
+        let mut body = xid.to_be_bytes().to_vec();
+        body.extend_from_slice(&opcode.to_be_bytes());
+        body.extend_from_slice(tail);
+        raw.send(&framed(&body)).await;
+        let reply = raw.frame().await.unwrap_or_else(|| panic!("opcode {opcode}: connection closed instead of an error reply"));
+        let h = ReplyHeader::from_bytes(&reply).expect("reply header");
+        let want = if opcode == op::DELETE_CONTAINER { ErrorCode::BadArguments } else { ErrorCode::MarshallingError };
+        assert_eq!((h.xid, h.err), (xid, want.code()), "opcode {opcode}");
+        raw.assert_usable().await;
+    }
+    t.server.shutdown().await;
+}

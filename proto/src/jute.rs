@@ -6,8 +6,9 @@
 
 use thiserror::Error;
 
-/// Why a frame could not be decoded. The server answers every one of these by
-/// closing the connection cleanly, as ZooKeeper does with an `IOException`.
+/// Why a frame could not be decoded. The server answers an undecodable request body
+/// with MarshallingError and an undecodable handshake or header by closing the
+/// connection, as ZooKeeper does.
 #[derive(Debug, Error, Clone, PartialEq, Eq)]
 pub enum DecodeError {
     #[error("frame truncated: needed {needed} more bytes at offset {offset}")]

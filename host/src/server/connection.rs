@@ -23,7 +23,7 @@ use tokio::net::tcp::OwnedWriteHalf;
 use tokio::net::TcpStream;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, info, warn, Instrument};
-use wazoo_proto::consts::add_watch_mode;
+use wazoo_proto::consts::{add_watch_mode, op};
 use wazoo_proto::frame::take_frame;
 use wazoo_proto::response::encode_reply_frame;
 use wazoo_proto::{
@@ -210,13 +210,27 @@ async fn read_loop(
         let header = RequestHeader::decode(&mut r)?;
         let request = match Request::decode(header.op, &mut r) {
             Ok(req) => req,
-            Err(DecodeError::UnknownOpCode(code)) => {
-                // ZooKeeper's UnimplementedRequestProcessor: an error reply, then close.
+            Err(DecodeError::UnknownOpCode(code)) if code == op::DELETE_CONTAINER && header.op == code => {
+                // deleteContainer is server-internal; ZooKeeper answers a client that
+                // sends it with BadArguments and keeps the connection.
+                enqueue(shared, seq, Pending::Reply(header_only(header.xid, shared.sm.read().last_zxid(), ErrorCode::BadArguments)));
+                continue;
+            }
+            Err(DecodeError::UnknownOpCode(code)) if header.op == code => {
+                // ZooKeeper's UnimplementedRequestProcessor: an error reply (zxid -1),
+                // then close.
                 warn!(opcode = code, "unknown opcode");
-                enqueue(shared, seq, Pending::Reply(header_only(header.xid, shared.sm.read().last_zxid(), ErrorCode::Unimplemented)));
+                enqueue(shared, seq, Pending::Reply(header_only(header.xid, -1, ErrorCode::Unimplemented)));
                 return Err(ConnError::Refused("unknown opcode"));
             }
-            Err(e) => return Err(e.into()),
+            Err(e) => {
+                // A known opcode whose body does not decode (truncated, bad lengths or
+                // UTF-8, an unknown sub-operation in a multi): ZooKeeper answers
+                // MarshallingError for that request and keeps the connection.
+                debug!(error = %e, opcode = header.op, "undecodable request body");
+                enqueue(shared, seq, Pending::Reply(header_only(header.xid, shared.sm.read().last_zxid(), ErrorCode::MarshallingError)));
+                continue;
+            }
         };
         let xid = header.xid;
         let p = match request {
