@@ -446,6 +446,24 @@ impl Client {
     }
 }
 
+/// A create request as the Java client sends it: flags 4 (container) use the
+/// createContainer opcode, anything else `kind`.
+fn create_request(kind: CreateKind, path: &str, data: &[u8], acl: Vec<Acl>, flags: i32) -> Request {
+    let kind = if flags == 4 {
+        CreateKind::Container
+    } else {
+        kind
+    };
+    Request::Create(CreateOp {
+        kind,
+        path: path.into(),
+        data: Some(data.to_vec()),
+        acl,
+        flags,
+        ttl: -1,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,18 +475,4 @@ mod tests {
         assert_eq!(o.session_id, 0);
         assert_eq!(open_acl_unsafe()[0].perms, 31);
     }
-}
-
-/// A create request as the Java client sends it: flags 4 (container) use the
-/// createContainer opcode, anything else `kind`.
-fn create_request(kind: CreateKind, path: &str, data: &[u8], acl: Vec<Acl>, flags: i32) -> Request {
-    let kind = if flags == 4 { CreateKind::Container } else { kind };
-    Request::Create(CreateOp {
-        kind,
-        path: path.into(),
-        data: Some(data.to_vec()),
-        acl,
-        flags,
-        ttl: -1,
-    })
 }

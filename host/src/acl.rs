@@ -13,24 +13,42 @@ use wazoo_proto::{Acl, ErrorCode, Id};
 
 /// `world:anyone` with all permissions (ZooDefs.Ids.OPEN_ACL_UNSAFE).
 pub fn open_acl_unsafe() -> Vec<Acl> {
-    vec![Acl { perms: perms::ALL, id: Id { scheme: "world".into(), id: "anyone".into() } }]
+    vec![Acl {
+        perms: perms::ALL,
+        id: Id {
+            scheme: "world".into(),
+            id: "anyone".into(),
+        },
+    }]
 }
 
 /// `world:anyone` read-only (ZooDefs.Ids.READ_ACL_UNSAFE).
 pub fn read_acl_unsafe() -> Vec<Acl> {
-    vec![Acl { perms: perms::READ, id: Id { scheme: "world".into(), id: "anyone".into() } }]
+    vec![Acl {
+        perms: perms::READ,
+        id: Id {
+            scheme: "world".into(),
+            id: "anyone".into(),
+        },
+    }]
 }
 
 /// The identity a super user carries after authenticating with the configured super digest.
 pub fn super_id() -> Id {
-    Id { scheme: "super".into(), id: String::new() }
+    Id {
+        scheme: "super".into(),
+        id: String::new(),
+    }
 }
 
 /// `digest` scheme: `user:base64(sha1("user:password"))`.
 pub fn digest_id(user_password: &str) -> String {
     let user = user_password.split(':').next().unwrap_or_default();
     let hash = Sha1::digest(user_password.as_bytes());
-    format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(hash))
+    format!(
+        "{user}:{}",
+        base64::engine::general_purpose::STANDARD.encode(hash)
+    )
 }
 
 /// Whether `auth` (the caller's identities) grants `perm` on a node with `acl`.
@@ -76,7 +94,10 @@ pub fn fixup(acl: &[Acl], auth: &[Id]) -> Result<Vec<Acl>, ErrorCode> {
             "auth" => {
                 let mut any = false;
                 for id in auth.iter().filter(|id| id.scheme == "digest") {
-                    push(Acl { perms: a.perms, id: id.clone() });
+                    push(Acl {
+                        perms: a.perms,
+                        id: id.clone(),
+                    });
                     any = true;
                 }
                 if !any {
@@ -97,7 +118,13 @@ pub fn redact(acl: &[Acl]) -> Vec<Acl> {
         .map(|a| {
             if a.id.scheme == "digest" {
                 let user = a.id.id.split(':').next().unwrap_or_default();
-                Acl { perms: a.perms, id: Id { scheme: "digest".into(), id: format!("{user}:x") } }
+                Acl {
+                    perms: a.perms,
+                    id: Id {
+                        scheme: "digest".into(),
+                        id: format!("{user}:x"),
+                    },
+                }
             } else {
                 a.clone()
             }
@@ -110,7 +137,9 @@ fn valid_ip_acl(spec: &str) -> bool {
         Some((a, b)) => (a, Some(b)),
         None => (spec, None),
     };
-    let Ok(ip) = addr.parse::<IpAddr>() else { return false };
+    let Ok(ip) = addr.parse::<IpAddr>() else {
+        return false;
+    };
     match bits {
         None => true,
         Some(b) => match b.parse::<u32>() {
@@ -126,7 +155,9 @@ fn ip_matches(client: &str, spec: &str) -> bool {
         Some((a, b)) => (a, b.parse::<u32>().ok()),
         None => (spec, None),
     };
-    let (Ok(c), Ok(a)) = (client.parse::<IpAddr>(), addr.parse::<IpAddr>()) else { return false };
+    let (Ok(c), Ok(a)) = (client.parse::<IpAddr>(), addr.parse::<IpAddr>()) else {
+        return false;
+    };
     let (c, a, width): (u128, u128, u32) = match (c, a) {
         (IpAddr::V4(c), IpAddr::V4(a)) => (u32::from(c) as u128, u32::from(a) as u128, 32),
         (IpAddr::V6(c), IpAddr::V6(a)) => (u128::from(c), u128::from(a), 128),
@@ -145,36 +176,113 @@ mod tests {
     use super::*;
 
     fn id(s: &str, i: &str) -> Id {
-        Id { scheme: s.into(), id: i.into() }
+        Id {
+            scheme: s.into(),
+            id: i.into(),
+        }
     }
 
     #[test]
     fn digest_matches_zookeeper() {
         // Value from ZooKeeper's DigestAuthenticationProvider for "super:test".
-        assert_eq!(digest_id("super:test"), "super:D/InIHSb7yEEbrWz8b9l71RjZJU=");
+        assert_eq!(
+            digest_id("super:test"),
+            "super:D/InIHSb7yEEbrWz8b9l71RjZJU="
+        );
     }
 
     #[test]
     fn checks_world_digest_ip_and_super() {
-        let acl = vec![Acl { perms: perms::READ, id: id("world", "anyone") }, Acl { perms: perms::ALL, id: id("digest", "u:h") }, Acl { perms: perms::WRITE, id: id("ip", "10.0.0.0/8") }];
+        let acl = vec![
+            Acl {
+                perms: perms::READ,
+                id: id("world", "anyone"),
+            },
+            Acl {
+                perms: perms::ALL,
+                id: id("digest", "u:h"),
+            },
+            Acl {
+                perms: perms::WRITE,
+                id: id("ip", "10.0.0.0/8"),
+            },
+        ];
         assert_eq!(check(&acl, perms::READ, &[]), Ok(()));
         assert_eq!(check(&acl, perms::DELETE, &[]), Err(ErrorCode::NoAuth));
         assert_eq!(check(&acl, perms::DELETE, &[id("digest", "u:h")]), Ok(()));
         assert_eq!(check(&acl, perms::WRITE, &[id("ip", "10.1.2.3")]), Ok(()));
-        assert_eq!(check(&acl, perms::WRITE, &[id("ip", "11.1.2.3")]), Err(ErrorCode::NoAuth));
+        assert_eq!(
+            check(&acl, perms::WRITE, &[id("ip", "11.1.2.3")]),
+            Err(ErrorCode::NoAuth)
+        );
         assert_eq!(check(&acl, perms::ADMIN, &[super_id()]), Ok(()));
     }
 
     #[test]
     fn fixup_expands_auth_and_dedups() {
-        let world = Acl { perms: perms::ALL, id: id("world", "anyone") };
-        assert_eq!(fixup(&[world.clone(), world.clone()], &[]).unwrap(), vec![world.clone()]);
+        let world = Acl {
+            perms: perms::ALL,
+            id: id("world", "anyone"),
+        };
+        assert_eq!(
+            fixup(&[world.clone(), world.clone()], &[]).unwrap(),
+            vec![world.clone()]
+        );
         assert_eq!(fixup(&[], &[]), Err(ErrorCode::InvalidAcl));
-        assert_eq!(fixup(&[Acl { perms: 31, id: id("auth", "") }], &[id("ip", "1.2.3.4")]), Err(ErrorCode::InvalidAcl));
-        let got = fixup(&[Acl { perms: 31, id: id("auth", "") }], &[id("ip", "1.2.3.4"), id("digest", "u:h")]).unwrap();
-        assert_eq!(got, vec![Acl { perms: 31, id: id("digest", "u:h") }]);
-        assert_eq!(fixup(&[Acl { perms: 31, id: id("world", "nobody") }], &[]), Err(ErrorCode::InvalidAcl));
-        assert_eq!(fixup(&[Acl { perms: 31, id: id("ip", "300.1.1.1") }], &[]), Err(ErrorCode::InvalidAcl));
-        assert_eq!(fixup(&[Acl { perms: 31, id: id("bogus", "x") }], &[]), Err(ErrorCode::InvalidAcl));
+        assert_eq!(
+            fixup(
+                &[Acl {
+                    perms: 31,
+                    id: id("auth", "")
+                }],
+                &[id("ip", "1.2.3.4")]
+            ),
+            Err(ErrorCode::InvalidAcl)
+        );
+        let got = fixup(
+            &[Acl {
+                perms: 31,
+                id: id("auth", ""),
+            }],
+            &[id("ip", "1.2.3.4"), id("digest", "u:h")],
+        )
+        .unwrap();
+        assert_eq!(
+            got,
+            vec![Acl {
+                perms: 31,
+                id: id("digest", "u:h")
+            }]
+        );
+        assert_eq!(
+            fixup(
+                &[Acl {
+                    perms: 31,
+                    id: id("world", "nobody")
+                }],
+                &[]
+            ),
+            Err(ErrorCode::InvalidAcl)
+        );
+        assert_eq!(
+            fixup(
+                &[Acl {
+                    perms: 31,
+                    id: id("ip", "300.1.1.1")
+                }],
+                &[]
+            ),
+            Err(ErrorCode::InvalidAcl)
+        );
+        assert_eq!(
+            fixup(
+                &[Acl {
+                    perms: 31,
+                    id: id("bogus", "x")
+                }],
+                &[]
+            ),
+            Err(ErrorCode::InvalidAcl)
+        );
     }
 }

@@ -54,6 +54,7 @@ mod tests {
     /// state machine.
     #[test]
     fn openraft_storage_suite_with_the_znode_state_machine() {
-        crate::raft::testing::run_openraft_suite::<TypeConfig, StateMachine, _>(StateMachine::new).expect("openraft storage suite");
+        crate::raft::testing::run_openraft_suite::<TypeConfig, StateMachine, _>(StateMachine::new)
+            .expect("openraft storage suite");
     }
 }

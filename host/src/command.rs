@@ -39,7 +39,11 @@ pub enum CommandOp {
     /// The leader saw no traffic from these sessions for their timeout.
     ExpireSessions { session_ids: Vec<i64> },
     /// A znode write on behalf of a session.
-    Write { session_id: i64, auth: Vec<Id>, request: WriteRequest },
+    Write {
+        session_id: i64,
+        auth: Vec<Id>,
+        request: WriteRequest,
+    },
     /// Empty containers and expired TTL nodes the leader found; each is re-checked at
     /// apply with the entry's time, so a node that changed in between survives.
     RemoveStale { paths: Vec<String> },
@@ -70,6 +74,10 @@ pub struct CommandOutput {
 
 impl CommandOutput {
     pub fn noop(zxid: i64) -> CommandOutput {
-        CommandOutput { zxid, result: Ok(Response::Empty), session_id: 0 }
+        CommandOutput {
+            zxid,
+            result: Ok(Response::Empty),
+            session_id: 0,
+        }
     }
 }

@@ -9,15 +9,29 @@ use thiserror::Error;
 #[derive(Debug, Error)]
 pub enum ConfigError {
     #[error("cannot read config file {path}: {source}")]
-    Read { path: PathBuf, source: std::io::Error },
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("{origin}: line {line}: expected key=value, got {text:?}")]
-    Syntax { origin: String, line: usize, text: String },
+    Syntax {
+        origin: String,
+        line: usize,
+        text: String,
+    },
     #[error("{key}: invalid value {value:?}: {why}")]
-    Value { key: String, value: String, why: String },
+    Value {
+        key: String,
+        value: String,
+        why: String,
+    },
 }
 
 /// Every four-letter word Wazoo answers.
-pub const FOUR_LETTER_WORDS: &[&str] = &["ruok", "srvr", "stat", "mntr", "cons", "conf", "envi", "wchs", "wchc", "wchp", "dump", "isro", "dirs"];
+pub const FOUR_LETTER_WORDS: &[&str] = &[
+    "ruok", "srvr", "stat", "mntr", "cons", "conf", "envi", "wchs", "wchc", "wchp", "dump", "isro",
+    "dirs",
+];
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -71,7 +85,10 @@ impl Default for Config {
 impl Config {
     /// Reads a zoo.cfg-style file on top of the defaults.
     pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read { path: path.to_path_buf(), source })?;
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
         let mut c = Config::default();
         c.apply_text(&text, &path.display().to_string())?;
         Ok(c)
@@ -87,7 +104,11 @@ impl Config {
                 continue;
             }
             let Some((k, v)) = line.split_once('=') else {
-                return Err(ConfigError::Syntax { origin: origin.to_string(), line: i + 1, text: line.to_string() });
+                return Err(ConfigError::Syntax {
+                    origin: origin.to_string(),
+                    line: i + 1,
+                    text: line.to_string(),
+                });
             };
             let (k, v) = (k.trim(), v.trim());
             min_set |= k == "minSessionTimeout";
@@ -114,7 +135,11 @@ impl Config {
         where
             T::Err: std::fmt::Display,
         {
-            value.parse::<T>().map_err(|e| ConfigError::Value { key: key.into(), value: value.into(), why: e.to_string() })
+            value.parse::<T>().map_err(|e| ConfigError::Value {
+                key: key.into(),
+                value: value.into(),
+                why: e.to_string(),
+            })
         }
         match key {
             "tickTime" => self.tick_time_ms = num(key, value)?,
@@ -127,9 +152,13 @@ impl Config {
             "maxSessionTimeout" => self.max_session_timeout_ms = num(key, value)?,
             "jute.maxbuffer" => self.jute_max_buffer = num(key, value)?,
             "4lw.commands.whitelist" => self.four_letter_whitelist = parse_whitelist(value)?,
-            "zookeeper.DigestAuthenticationProvider.superDigest" | "superDigest" => self.super_digest = Some(value.to_string()),
+            "zookeeper.DigestAuthenticationProvider.superDigest" | "superDigest" => {
+                self.super_digest = Some(value.to_string())
+            }
             "snapCount" => self.snap_count = num::<u64>(key, value)?.max(1),
-            "znode.container.checkIntervalMs" => self.container_check_interval_ms = num::<u64>(key, value)?.max(1),
+            "znode.container.checkIntervalMs" => {
+                self.container_check_interval_ms = num::<u64>(key, value)?.max(1)
+            }
             // TTL nodes are always enabled in Wazoo; ZooKeeper needs this switch for them.
             "extendedTypesEnabled" | "zookeeper.extendedTypesEnabled" => {}
             _ => {
@@ -140,14 +169,21 @@ impl Config {
             }
         }
         if self.tick_time_ms == 0 {
-            return Err(ConfigError::Value { key: "tickTime".into(), value: "0".into(), why: "must be positive".into() });
+            return Err(ConfigError::Value {
+                key: "tickTime".into(),
+                value: "0".into(),
+                why: "must be positive".into(),
+            });
         }
         Ok(())
     }
 
     /// Clamps a requested session timeout into [min, max], as ZooKeeper negotiates it.
     pub fn negotiate_timeout(&self, requested: i32) -> i32 {
-        requested.clamp(self.min_session_timeout_ms, self.max_session_timeout_ms.max(self.min_session_timeout_ms))
+        requested.clamp(
+            self.min_session_timeout_ms,
+            self.max_session_timeout_ms.max(self.min_session_timeout_ms),
+        )
     }
 
     pub fn four_letter_allowed(&self, word: &str) -> bool {
@@ -158,14 +194,36 @@ impl Config {
     pub fn to_lines(&self) -> Vec<(String, String)> {
         let mut v = vec![
             ("clientPort".to_string(), self.client_port.to_string()),
-            ("clientPortAddress".to_string(), self.client_port_address.to_string()),
+            (
+                "clientPortAddress".to_string(),
+                self.client_port_address.to_string(),
+            ),
             ("dataDir".to_string(), self.data_dir.display().to_string()),
-            ("dataLogDir".to_string(), self.data_log_dir.as_ref().unwrap_or(&self.data_dir).display().to_string()),
+            (
+                "dataLogDir".to_string(),
+                self.data_log_dir
+                    .as_ref()
+                    .unwrap_or(&self.data_dir)
+                    .display()
+                    .to_string(),
+            ),
             ("tickTime".to_string(), self.tick_time_ms.to_string()),
-            ("maxClientCnxns".to_string(), self.max_client_cnxns.to_string()),
-            ("minSessionTimeout".to_string(), self.min_session_timeout_ms.to_string()),
-            ("maxSessionTimeout".to_string(), self.max_session_timeout_ms.to_string()),
-            ("jute.maxbuffer".to_string(), self.jute_max_buffer.to_string()),
+            (
+                "maxClientCnxns".to_string(),
+                self.max_client_cnxns.to_string(),
+            ),
+            (
+                "minSessionTimeout".to_string(),
+                self.min_session_timeout_ms.to_string(),
+            ),
+            (
+                "maxSessionTimeout".to_string(),
+                self.max_session_timeout_ms.to_string(),
+            ),
+            (
+                "jute.maxbuffer".to_string(),
+                self.jute_max_buffer.to_string(),
+            ),
             ("snapCount".to_string(), self.snap_count.to_string()),
             ("serverId".to_string(), "0".to_string()),
         ];
@@ -183,7 +241,10 @@ fn parse_whitelist(value: &str) -> Result<BTreeSet<String>, ConfigError> {
             set.insert(w.to_string());
         } else {
             // ZooKeeper ignores words it does not know; so do we, loudly.
-            tracing::warn!(word = w, "unknown four-letter word in 4lw.commands.whitelist; ignored");
+            tracing::warn!(
+                word = w,
+                "unknown four-letter word in 4lw.commands.whitelist; ignored"
+            );
         }
     }
     Ok(set)
@@ -198,9 +259,16 @@ mod tests {
         let mut c = Config::default();
         c.apply_text("# comment\ntickTime=1000\ndataDir=/tmp/x\nclientPort=2999\n4lw.commands.whitelist=ruok, stat\njute.maxbuffer=4096\nserver.1=a:2888:3888\n", "test").unwrap();
         assert_eq!(c.tick_time_ms, 1000);
-        assert_eq!((c.min_session_timeout_ms, c.max_session_timeout_ms), (2000, 20000));
+        assert_eq!(
+            (c.min_session_timeout_ms, c.max_session_timeout_ms),
+            (2000, 20000)
+        );
         assert_eq!(c.client_port, 2999);
-        assert!(c.four_letter_allowed("ruok") && c.four_letter_allowed("stat") && !c.four_letter_allowed("srvr"));
+        assert!(
+            c.four_letter_allowed("ruok")
+                && c.four_letter_allowed("stat")
+                && !c.four_letter_allowed("srvr")
+        );
         assert_eq!(c.jute_max_buffer, 4096);
         assert!(c.unknown.contains_key("server.1"));
         assert_eq!(c.negotiate_timeout(100), 2000);

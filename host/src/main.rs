@@ -9,7 +9,11 @@ use wazoo::config::Config;
 use wazoo::server::Server;
 
 #[derive(Parser)]
-#[command(name = "wazoo", version, about = "A ZooKeeper-compatible coordination service with server-side wasm recipes")]
+#[command(
+    name = "wazoo",
+    version,
+    about = "A ZooKeeper-compatible coordination service with server-side wasm recipes"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,11 +48,17 @@ struct ServeArgs {
 
 fn main() -> std::process::ExitCode {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("WAZOO_LOG").unwrap_or_else(|_| "info,openraft=warn".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("WAZOO_LOG")
+                .unwrap_or_else(|_| "info,openraft=warn".into()),
+        )
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("wazoo: cannot start the async runtime: {e}");

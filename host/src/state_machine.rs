@@ -9,14 +9,17 @@
 
 use crate::acl;
 use crate::command::{zxid_of, Command, CommandOp, CommandOutput, WriteRequest};
-use crate::tree::{DataTree, NodeKind, TreeEvent, Znode};
+use crate::tree::{DataTree, NewNode, NodeKind, TreeEvent, Znode};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use wazoo_proto::consts::{perms, CreateMode, CONTAINER_EPHEMERAL_OWNER, MAX_TTL_MS, TTL_EPHEMERAL_OWNER_MASK};
+use wazoo_proto::consts::{
+    perms, CreateMode, CONTAINER_EPHEMERAL_OWNER, MAX_TTL_MS, TTL_EPHEMERAL_OWNER_MASK,
+};
 use wazoo_proto::path::validate_path;
 use wazoo_proto::{
-    Acl, ClientInfo, CreateKind, CreateOp, ErrorCode, Id, OpResult, ReadOp, Request, Response, Stat, WriteOp,
+    Acl, ClientInfo, CreateKind, CreateOp, ErrorCode, Id, OpResult, ReadOp, Request, Response,
+    Stat, WriteOp,
 };
 
 /// High byte of session ids: session ids are `SESSION_ID_BASE | zxid of creation`,
@@ -72,7 +75,13 @@ fn fmt_row_err(e: impl std::fmt::Display) -> String {
 
 impl StateMachine {
     pub fn new() -> StateMachine {
-        StateMachine { tree: DataTree::new(), sessions: BTreeMap::new(), last_zxid: 0, dirty_sessions: BTreeSet::new(), notifier: None }
+        StateMachine {
+            tree: DataTree::new(),
+            sessions: BTreeMap::new(),
+            last_zxid: 0,
+            dirty_sessions: BTreeSet::new(),
+            notifier: None,
+        }
     }
 
     pub fn set_notifier(&mut self, n: Arc<dyn Notifier>) {
@@ -98,7 +107,11 @@ impl StateMachine {
     /// Applies one committed entry (a batch of operations, in order). Deterministic:
     /// depends only on the state and the entry.
     pub fn apply(&mut self, index: u64, cmd: &Command) -> Vec<CommandOutput> {
-        cmd.ops.iter().enumerate().map(|(i, op)| self.apply_op(zxid_of(index, i), cmd.time_ms, op)).collect()
+        cmd.ops
+            .iter()
+            .enumerate()
+            .map(|(i, op)| self.apply_op(zxid_of(index, i), cmd.time_ms, op))
+            .collect()
     }
 
     fn apply_op(&mut self, zxid: i64, time: i64, op: &CommandOp) -> CommandOutput {
@@ -107,7 +120,13 @@ impl StateMachine {
         match op {
             CommandOp::CreateSession { timeout_ms, passwd } => {
                 let id = SESSION_ID_BASE | zxid;
-                self.sessions.insert(id, Session { timeout_ms: *timeout_ms, passwd: passwd.clone() });
+                self.sessions.insert(
+                    id,
+                    Session {
+                        timeout_ms: *timeout_ms,
+                        passwd: passwd.clone(),
+                    },
+                );
                 self.dirty_sessions.insert(id);
                 out.session_id = id;
             }
@@ -120,7 +139,11 @@ impl StateMachine {
                     self.kill_session(*id, zxid);
                 }
             }
-            CommandOp::Write { session_id, auth, request } => {
+            CommandOp::Write {
+                session_id,
+                auth,
+                request,
+            } => {
                 out.session_id = *session_id;
                 out.result = if self.sessions.contains_key(session_id) {
                     self.write(*session_id, auth, request, zxid, time)
@@ -172,7 +195,9 @@ impl StateMachine {
     /// Whether `path` is an empty container that has had children, or an empty TTL
     /// node not modified for its TTL, at `now_ms` (ZooKeeper's ContainerManager rules).
     pub fn is_stale(&self, path: &str, now_ms: i64) -> bool {
-        let Some(n) = self.tree.get(path) else { return false };
+        let Some(n) = self.tree.get(path) else {
+            return false;
+        };
         if !n.children.is_empty() {
             return false;
         }
@@ -185,21 +210,39 @@ impl StateMachine {
 
     /// Candidates for `RemoveStale` at `now_ms` (the leader proposes them).
     pub fn stale_nodes(&self, now_ms: i64) -> Vec<String> {
-        self.tree.containers().chain(self.tree.ttls()).filter(|p| self.is_stale(p, now_ms)).cloned().collect()
+        self.tree
+            .containers()
+            .chain(self.tree.ttls())
+            .filter(|p| self.is_stale(p, now_ms))
+            .cloned()
+            .collect()
     }
 
-    fn write(&mut self, session: i64, auth: &[Id], req: &WriteRequest, zxid: i64, time: i64) -> Result<Response, ErrorCode> {
+    fn write(
+        &mut self,
+        session: i64,
+        auth: &[Id],
+        req: &WriteRequest,
+        zxid: i64,
+        time: i64,
+    ) -> Result<Response, ErrorCode> {
         match req {
             WriteRequest::Op(op) => {
                 // A single op makes every check before its first change, so a failure
                 // leaves nothing to undo.
                 match (op, self.write_op(session, auth, op, false, zxid, time)?) {
-                    (WriteOp::Create(c), OpResult::Create2 { path, stat }) if c.kind != CreateKind::Create => Ok(Response::Create2 { path, stat }),
-                    (_, OpResult::Create { path }) | (_, OpResult::Create2 { path, .. }) => Ok(Response::Create { path }),
-                    (_, OpResult::SetData { stat }) => Ok(Response::Stat(stat)),
-                    (WriteOp::Check(c), OpResult::Check) => {
-                        Ok(Response::Stat(self.tree.get(&c.path).map(Znode::stat).unwrap_or_default()))
+                    (WriteOp::Create(c), OpResult::Create2 { path, stat })
+                        if c.kind != CreateKind::Create =>
+                    {
+                        Ok(Response::Create2 { path, stat })
                     }
+                    (_, OpResult::Create { path }) | (_, OpResult::Create2 { path, .. }) => {
+                        Ok(Response::Create { path })
+                    }
+                    (_, OpResult::SetData { stat }) => Ok(Response::Stat(stat)),
+                    (WriteOp::Check(c), OpResult::Check) => Ok(Response::Stat(
+                        self.tree.get(&c.path).map(Znode::stat).unwrap_or_default(),
+                    )),
                     _ => Ok(Response::Empty),
                 }
             }
@@ -222,9 +265,13 @@ impl StateMachine {
                             // ZooKeeper's failed multi: Ok before the failing op, its
                             // error at it, RuntimeInconsistency after; nothing applied.
                             self.tree.rollback(events_before);
-                            let mut failed: Vec<OpResult> = (0..i).map(|_| OpResult::Error(ErrorCode::Ok)).collect();
+                            let mut failed: Vec<OpResult> =
+                                (0..i).map(|_| OpResult::Error(ErrorCode::Ok)).collect();
                             failed.push(OpResult::Error(e));
-                            failed.extend((i + 1..ops.len()).map(|_| OpResult::Error(ErrorCode::RuntimeInconsistency)));
+                            failed.extend(
+                                (i + 1..ops.len())
+                                    .map(|_| OpResult::Error(ErrorCode::RuntimeInconsistency)),
+                            );
                             return Ok(Response::Multi(failed));
                         }
                     }
@@ -235,7 +282,15 @@ impl StateMachine {
         }
     }
 
-    fn write_op(&mut self, session: i64, auth: &[Id], op: &WriteOp, in_multi: bool, zxid: i64, time: i64) -> Result<OpResult, ErrorCode> {
+    fn write_op(
+        &mut self,
+        session: i64,
+        auth: &[Id],
+        op: &WriteOp,
+        in_multi: bool,
+        zxid: i64,
+        time: i64,
+    ) -> Result<OpResult, ErrorCode> {
         match op {
             WriteOp::Create(c) => self.create(session, auth, c, in_multi, zxid, time),
             WriteOp::Delete(d) => {
@@ -245,7 +300,11 @@ impl StateMachine {
                 if d.path.contains('\0') || is_special_path(&d.path) {
                     return Err(ErrorCode::BadArguments);
                 }
-                let parent_path = if last_slash == 0 { "/" } else { &d.path[..last_slash] };
+                let parent_path = if last_slash == 0 {
+                    "/"
+                } else {
+                    &d.path[..last_slash]
+                };
                 let parent = self.tree.get(parent_path).ok_or(ErrorCode::NoNode)?;
                 acl::check(&parent.acl, perms::DELETE, auth)?;
                 let node = self.tree.get(&d.path).ok_or(ErrorCode::NoNode)?;
@@ -261,7 +320,9 @@ impl StateMachine {
                 let node = self.tree.get(&s.path).ok_or(ErrorCode::NoNode)?;
                 acl::check(&node.acl, perms::WRITE, auth)?;
                 let version = next_version(node.stat.version, s.version)?;
-                let stat = self.tree.set_data(&s.path, s.data.clone(), version, zxid, time)?;
+                let stat = self
+                    .tree
+                    .set_data(&s.path, s.data.clone(), version, zxid, time)?;
                 Ok(OpResult::SetData { stat })
             }
             WriteOp::Check(c) => {
@@ -275,7 +336,15 @@ impl StateMachine {
     }
 
     /// `PrepRequestProcessor.pRequest2TxnCreate`, check for check.
-    fn create(&mut self, session: i64, auth: &[Id], c: &CreateOp, in_multi: bool, zxid: i64, time: i64) -> Result<OpResult, ErrorCode> {
+    fn create(
+        &mut self,
+        session: i64,
+        auth: &[Id],
+        c: &CreateOp,
+        in_multi: bool,
+        zxid: i64,
+        time: i64,
+    ) -> Result<OpResult, ErrorCode> {
         let mode = CreateMode::from_flags(c.flags).ok_or(ErrorCode::BadArguments)?;
         if mode.is_ttl() {
             if c.ttl <= 0 || c.ttl > MAX_TTL_MS {
@@ -288,12 +357,20 @@ impl StateMachine {
         if c.path.contains('\0') {
             return Err(ErrorCode::BadArguments);
         }
-        let parent_path = if last_slash == 0 { "/" } else { &c.path[..last_slash] };
+        let parent_path = if last_slash == 0 {
+            "/"
+        } else {
+            &c.path[..last_slash]
+        };
         let acl_list = acl::fixup(&c.acl, auth)?;
         let parent = self.tree.get(parent_path).ok_or(ErrorCode::NoNode)?;
         acl::check(&parent.acl, perms::CREATE, auth)?;
         let parent_cversion = parent.stat.cversion;
-        let path = if mode.is_sequential() { format!("{}{:010}", c.path, parent_cversion) } else { c.path.clone() };
+        let path = if mode.is_sequential() {
+            format!("{}{:010}", c.path, parent_cversion)
+        } else {
+            c.path.clone()
+        };
         validate_path(&path, false)?;
         if self.tree.get(&path).is_some() {
             return Err(ErrorCode::NodeExists);
@@ -310,7 +387,17 @@ impl StateMachine {
             _ if mode.is_ephemeral() => session,
             _ => 0,
         };
-        self.tree.create(&path, c.data.clone(), acl_list, owner, parent_cversion.wrapping_add(1), zxid, time);
+        self.tree.create(
+            &path,
+            NewNode {
+                data: c.data.clone(),
+                acl: acl_list,
+                ephemeral_owner: owner,
+            },
+            parent_cversion.wrapping_add(1),
+            zxid,
+            time,
+        );
         if c.kind == CreateKind::Create || (in_multi && c.kind == CreateKind::Create2) {
             // Inside a multi, ZooKeeper 3.8 answers create2 with a plain create result
             // (no Stat); container and TTL creates keep theirs.
@@ -323,7 +410,12 @@ impl StateMachine {
 
     /// Serves a read request (`FinalRequestProcessor`'s read cases). Returns the
     /// watches to register, which the caller does while still holding the lock.
-    pub fn read(&self, session: i64, auth: &[Id], req: &Request) -> (Result<Response, ErrorCode>, Vec<WatchRequest>) {
+    pub fn read(
+        &self,
+        session: i64,
+        auth: &[Id],
+        req: &Request,
+    ) -> (Result<Response, ErrorCode>, Vec<WatchRequest>) {
         let mut watches = Vec::new();
         let result = match req {
             Request::Exists(r) => {
@@ -333,21 +425,38 @@ impl StateMachine {
                     if r.watch {
                         watches.push(WatchRequest::Data(r.path.clone()));
                     }
-                    self.tree.get(&r.path).map(|n| Response::Stat(n.stat())).ok_or(ErrorCode::NoNode)
+                    self.tree
+                        .get(&r.path)
+                        .map(|n| Response::Stat(n.stat()))
+                        .ok_or(ErrorCode::NoNode)
                 }
             }
-            Request::GetData(r) => self.get_data(&r.path, r.watch, auth, &mut watches).map(|(data, stat)| Response::GetData { data, stat }),
-            Request::GetChildren(r) => self.get_children(&r.path, r.watch, auth, &mut watches).map(|(c, _)| Response::Children(c)),
-            Request::GetChildren2(r) => self.get_children(&r.path, r.watch, auth, &mut watches).map(|(children, stat)| Response::Children2 { children, stat }),
+            Request::GetData(r) => self
+                .get_data(&r.path, r.watch, auth, &mut watches)
+                .map(|(data, stat)| Response::GetData { data, stat }),
+            Request::GetChildren(r) => self
+                .get_children(&r.path, r.watch, auth, &mut watches)
+                .map(|(c, _)| Response::Children(c)),
+            Request::GetChildren2(r) => self
+                .get_children(&r.path, r.watch, auth, &mut watches)
+                .map(|(children, stat)| Response::Children2 { children, stat }),
             Request::GetAcl(r) => self.get_acl(&r.path, auth),
             Request::GetAllChildrenNumber(r) => match self.tree.get(&r.path) {
                 None => Err(ErrorCode::NoNode),
-                Some(n) => acl::check(&n.acl, perms::READ, auth).map(|_| Response::AllChildrenNumber(self.tree.descendant_count(&r.path) as i32)),
+                Some(n) => acl::check(&n.acl, perms::READ, auth).map(|_| {
+                    Response::AllChildrenNumber(self.tree.descendant_count(&r.path) as i32)
+                }),
             },
             Request::GetEphemerals(r) => {
                 let prefix = r.path.trim();
                 let all = self.tree.ephemerals_of(session);
-                let list = if prefix.is_empty() || prefix == "/" { all } else { all.into_iter().filter(|p| p.starts_with(r.path.as_str())).collect() };
+                let list = if prefix.is_empty() || prefix == "/" {
+                    all
+                } else {
+                    all.into_iter()
+                        .filter(|p| p.starts_with(r.path.as_str()))
+                        .collect()
+                };
                 Ok(Response::Ephemerals(list))
             }
             Request::MultiRead(ops) => {
@@ -356,14 +465,18 @@ impl StateMachine {
                 let results = ops
                     .iter()
                     .map(|op| match op {
-                        ReadOp::GetData(r) => match self.get_data(&r.path, false, auth, &mut ignored) {
-                            Ok((data, stat)) => OpResult::GetData { data, stat },
-                            Err(e) => OpResult::Error(e),
-                        },
-                        ReadOp::GetChildren(r) => match self.get_children(&r.path, false, auth, &mut ignored) {
-                            Ok((children, _)) => OpResult::GetChildren { children },
-                            Err(e) => OpResult::Error(e),
-                        },
+                        ReadOp::GetData(r) => {
+                            match self.get_data(&r.path, false, auth, &mut ignored) {
+                                Ok((data, stat)) => OpResult::GetData { data, stat },
+                                Err(e) => OpResult::Error(e),
+                            }
+                        }
+                        ReadOp::GetChildren(r) => {
+                            match self.get_children(&r.path, false, auth, &mut ignored) {
+                                Ok((children, _)) => OpResult::GetChildren { children },
+                                Err(e) => OpResult::Error(e),
+                            }
+                        }
                     })
                     .collect();
                 Ok(Response::Multi(results))
@@ -374,7 +487,13 @@ impl StateMachine {
         (result, watches)
     }
 
-    fn get_data(&self, path: &str, watch: bool, auth: &[Id], watches: &mut Vec<WatchRequest>) -> Result<(Option<Vec<u8>>, Stat), ErrorCode> {
+    fn get_data(
+        &self,
+        path: &str,
+        watch: bool,
+        auth: &[Id],
+        watches: &mut Vec<WatchRequest>,
+    ) -> Result<(Option<Vec<u8>>, Stat), ErrorCode> {
         let n = self.tree.get(path).ok_or(ErrorCode::NoNode)?;
         acl::check(&n.acl, perms::READ, auth)?;
         if watch {
@@ -383,7 +502,13 @@ impl StateMachine {
         Ok((n.data.clone(), n.stat()))
     }
 
-    fn get_children(&self, path: &str, watch: bool, auth: &[Id], watches: &mut Vec<WatchRequest>) -> Result<(Vec<String>, Stat), ErrorCode> {
+    fn get_children(
+        &self,
+        path: &str,
+        watch: bool,
+        auth: &[Id],
+        watches: &mut Vec<WatchRequest>,
+    ) -> Result<(Vec<String>, Stat), ErrorCode> {
         let n = self.tree.get(path).ok_or(ErrorCode::NoNode)?;
         acl::check(&n.acl, perms::READ, auth)?;
         if watch {
@@ -395,8 +520,15 @@ impl StateMachine {
     fn get_acl(&self, path: &str, auth: &[Id]) -> Result<Response, ErrorCode> {
         let n = self.tree.get(path).ok_or(ErrorCode::NoNode)?;
         acl::check(&n.acl, perms::READ | perms::ADMIN, auth)?;
-        let list: Vec<Acl> = if acl::check(&n.acl, perms::ADMIN, auth).is_ok() { n.acl.clone() } else { acl::redact(&n.acl) };
-        Ok(Response::GetAcl { acl: list, stat: n.stat() })
+        let list: Vec<Acl> = if acl::check(&n.acl, perms::ADMIN, auth).is_ok() {
+            n.acl.clone()
+        } else {
+            acl::redact(&n.acl)
+        };
+        Ok(Response::GetAcl {
+            acl: list,
+            stat: n.stat(),
+        })
     }
 
     // ---- persistence rows (see raft::Application) ----
@@ -410,14 +542,25 @@ impl StateMachine {
         for id in std::mem::take(&mut self.dirty_sessions) {
             rows.push((session_key(id), self.sessions.get(&id).map(encode_row)));
         }
-        rows.push((ROW_ZXID.to_vec(), Some(self.last_zxid.to_be_bytes().to_vec())));
+        rows.push((
+            ROW_ZXID.to_vec(),
+            Some(self.last_zxid.to_be_bytes().to_vec()),
+        ));
         rows
     }
 
     /// Every row of the current state.
     pub fn dump(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
-        let mut rows: Vec<_> = self.tree.iter().map(|(p, n)| (node_key(p), encode_row(n))).collect();
-        rows.extend(self.sessions.iter().map(|(id, s)| (session_key(*id), encode_row(s))));
+        let mut rows: Vec<_> = self
+            .tree
+            .iter()
+            .map(|(p, n)| (node_key(p), encode_row(n)))
+            .collect();
+        rows.extend(
+            self.sessions
+                .iter()
+                .map(|(id, s)| (session_key(*id), encode_row(s))),
+        );
         rows.push((ROW_ZXID.to_vec(), self.last_zxid.to_be_bytes().to_vec()));
         rows.sort();
         rows
@@ -432,20 +575,35 @@ impl StateMachine {
             match k.first() {
                 Some(&ROW_NODE) => {
                     let path = String::from_utf8(k[1..].to_vec()).map_err(fmt_row_err)?;
-                    nodes.push((path, rmp_serde::from_slice::<Znode>(&v).map_err(fmt_row_err)?));
+                    nodes.push((
+                        path,
+                        rmp_serde::from_slice::<Znode>(&v).map_err(fmt_row_err)?,
+                    ));
                 }
                 Some(&ROW_SESSION) => {
-                    let id: [u8; 8] = k[1..].try_into().map_err(|_| fmt_row_err("session key length"))?;
-                    sessions.insert(i64::from_be_bytes(id), rmp_serde::from_slice::<Session>(&v).map_err(fmt_row_err)?);
+                    let id: [u8; 8] = k[1..]
+                        .try_into()
+                        .map_err(|_| fmt_row_err("session key length"))?;
+                    sessions.insert(
+                        i64::from_be_bytes(id),
+                        rmp_serde::from_slice::<Session>(&v).map_err(fmt_row_err)?,
+                    );
                 }
                 _ if k == ROW_ZXID => {
-                    let b: [u8; 8] = v.as_slice().try_into().map_err(|_| fmt_row_err("zxid length"))?;
+                    let b: [u8; 8] = v
+                        .as_slice()
+                        .try_into()
+                        .map_err(|_| fmt_row_err("zxid length"))?;
                     last_zxid = i64::from_be_bytes(b);
                 }
                 _ => return Err(fmt_row_err(format!("unknown key {k:?}"))),
             }
         }
-        self.tree = if nodes.is_empty() { DataTree::new() } else { DataTree::from_nodes(nodes) };
+        self.tree = if nodes.is_empty() {
+            DataTree::new()
+        } else {
+            DataTree::from_nodes(nodes)
+        };
         self.sessions = sessions;
         self.last_zxid = last_zxid;
         self.dirty_sessions.clear();
@@ -484,12 +642,18 @@ fn client_info(id: &Id) -> ClientInfo {
         "digest" => id.id.split(':').next().unwrap_or_default().to_string(),
         _ => id.id.clone(),
     };
-    ClientInfo { auth_scheme: id.scheme.clone(), user }
+    ClientInfo {
+        auth_scheme: id.scheme.clone(),
+        user,
+    }
 }
 
 /// `DataTree.isSpecialPath`: nodes a client may not delete.
 fn is_special_path(path: &str) -> bool {
-    matches!(path, "/" | "/zookeeper" | "/zookeeper/quota" | "/zookeeper/config")
+    matches!(
+        path,
+        "/" | "/zookeeper" | "/zookeeper/quota" | "/zookeeper/config"
+    )
 }
 
 /// ZooKeeper's `checkAndIncVersion`: -1 matches any version.

@@ -99,6 +99,14 @@ pub enum TreeEvent {
     ChildrenChanged(String),
 }
 
+/// What a create supplies for the new node; the tree fills in the Stat.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewNode {
+    pub data: Option<Vec<u8>>,
+    pub acl: Vec<Acl>,
+    pub ephemeral_owner: i64,
+}
+
 /// Undo record: the previous value of one path (None = it did not exist).
 type Undo = (String, Option<Znode>);
 
@@ -123,10 +131,18 @@ impl DataTree {
     /// and `/zookeeper/config`, all created at zxid 0.
     pub fn new() -> DataTree {
         let mut t = DataTree::default();
-        let node = |acl: Vec<Acl>| Znode { data: Some(Vec::new()), acl, stat: StatPersisted::default(), children: BTreeSet::new() };
+        let node = |acl: Vec<Acl>| Znode {
+            data: Some(Vec::new()),
+            acl,
+            stat: StatPersisted::default(),
+            children: BTreeSet::new(),
+        };
         t.insert_raw(ROOT.into(), node(crate::acl::open_acl_unsafe()));
         t.insert_raw("/zookeeper".into(), node(crate::acl::open_acl_unsafe()));
-        t.insert_raw("/zookeeper/quota".into(), node(crate::acl::open_acl_unsafe()));
+        t.insert_raw(
+            "/zookeeper/quota".into(),
+            node(crate::acl::open_acl_unsafe()),
+        );
         let mut config = node(crate::acl::read_acl_unsafe());
         // ZooKeeper creates /zookeeper/config with aversion -1.
         config.stat.aversion = -1;
@@ -153,7 +169,10 @@ impl DataTree {
 
     /// Paths of the ephemerals owned by `session`, sorted.
     pub fn ephemerals_of(&self, session: i64) -> Vec<String> {
-        self.ephemerals.get(&session).map(|s| s.iter().cloned().collect()).unwrap_or_default()
+        self.ephemerals
+            .get(&session)
+            .map(|s| s.iter().cloned().collect())
+            .unwrap_or_default()
     }
 
     pub fn ephemeral_count(&self) -> usize {
@@ -170,8 +189,13 @@ impl DataTree {
 
     /// Number of descendants of `path` (not counting itself).
     pub fn descendant_count(&self, path: &str) -> usize {
-        let Some(n) = self.nodes.get(path) else { return 0 };
-        n.children.iter().map(|c| 1 + self.descendant_count(&join(path, c))).sum()
+        let Some(n) = self.nodes.get(path) else {
+            return 0;
+        };
+        n.children
+            .iter()
+            .map(|c| 1 + self.descendant_count(&join(path, c)))
+            .sum()
     }
 
     /// Inserts a node whose parent exists (or the root), maintaining the indexes.
@@ -262,7 +286,19 @@ impl DataTree {
     /// Creates `path` (already validated, sequence suffix already appended). The caller
     /// has checked the parent exists and may have children; this does the bookkeeping:
     /// the parent's cversion becomes `parent_cversion` and its pzxid the zxid.
-    pub fn create(&mut self, path: &str, data: Option<Vec<u8>>, acl: Vec<Acl>, ephemeral_owner: i64, parent_cversion: i32, zxid: i64, time: i64) {
+    pub fn create(
+        &mut self,
+        path: &str,
+        node: NewNode,
+        parent_cversion: i32,
+        zxid: i64,
+        time: i64,
+    ) {
+        let NewNode {
+            data,
+            acl,
+            ephemeral_owner,
+        } = node;
         let parent_path = parent(path).to_string();
         self.touch(&parent_path);
         self.touch(path);
@@ -270,8 +306,26 @@ impl DataTree {
             p.stat.cversion = parent_cversion;
             p.stat.pzxid = zxid;
         }
-        let stat = StatPersisted { czxid: zxid, mzxid: zxid, ctime: time, mtime: time, version: 0, cversion: 0, aversion: 0, ephemeral_owner, pzxid: zxid };
-        self.insert_raw(path.to_string(), Znode { data, acl, stat, children: BTreeSet::new() });
+        let stat = StatPersisted {
+            czxid: zxid,
+            mzxid: zxid,
+            ctime: time,
+            mtime: time,
+            version: 0,
+            cversion: 0,
+            aversion: 0,
+            ephemeral_owner,
+            pzxid: zxid,
+        };
+        self.insert_raw(
+            path.to_string(),
+            Znode {
+                data,
+                acl,
+                stat,
+                children: BTreeSet::new(),
+            },
+        );
         self.events.push(TreeEvent::Created(path.to_string()));
         self.events.push(TreeEvent::ChildrenChanged(parent_path));
     }
@@ -296,7 +350,14 @@ impl DataTree {
         Ok(())
     }
 
-    pub fn set_data(&mut self, path: &str, data: Option<Vec<u8>>, version: i32, zxid: i64, time: i64) -> Result<Stat, ErrorCode> {
+    pub fn set_data(
+        &mut self,
+        path: &str,
+        data: Option<Vec<u8>>,
+        version: i32,
+        zxid: i64,
+        time: i64,
+    ) -> Result<Stat, ErrorCode> {
         self.touch(path);
         let n = self.nodes.get_mut(path).ok_or(ErrorCode::NoNode)?;
         n.data = data;
@@ -321,17 +382,23 @@ impl DataTree {
         let dirty = std::mem::take(&mut self.dirty);
         let mut v: Vec<_> = dirty.into_iter().collect();
         v.sort();
-        v.into_iter().map(|p| { let n = self.nodes.get(&p); (p, n) }).collect()
+        v.into_iter()
+            .map(|p| {
+                let n = self.nodes.get(&p);
+                (p, n)
+            })
+            .collect()
     }
 
     /// Rebuilds a tree from persisted nodes (any order).
     pub fn from_nodes(nodes: impl IntoIterator<Item = (String, Znode)>) -> DataTree {
         // Insert parents before children so child sets are complete.
-        let sorted: BTreeMap<usize, Vec<(String, Znode)>> = nodes.into_iter().fold(BTreeMap::new(), |mut m, (p, n)| {
-            let depth = if p == ROOT { 0 } else { p.matches('/').count() };
-            m.entry(depth).or_insert_with(Vec::new).push((p, n));
-            m
-        });
+        let sorted: BTreeMap<usize, Vec<(String, Znode)>> =
+            nodes.into_iter().fold(BTreeMap::new(), |mut m, (p, n)| {
+                let depth = if p == ROOT { 0 } else { p.matches('/').count() };
+                m.entry(depth).or_insert_with(Vec::new).push((p, n));
+                m
+            });
         let mut t = DataTree::default();
         for (_, level) in sorted {
             for (p, mut n) in level {
@@ -350,31 +417,85 @@ mod tests {
     #[test]
     fn create_and_delete_keep_zookeeper_stat_rules() {
         let mut t = DataTree::new();
-        t.create("/a", Some(b"x".to_vec()), crate::acl::open_acl_unsafe(), 0, 1, 5, 100);
+        t.create(
+            "/a",
+            NewNode {
+                data: Some(b"x".to_vec()),
+                acl: crate::acl::open_acl_unsafe(),
+                ephemeral_owner: 0,
+            },
+            1,
+            5,
+            100,
+        );
         let root = t.get("/").unwrap().stat();
         assert_eq!((root.cversion, root.pzxid, root.num_children), (0, 5, 2));
         let a = t.get("/a").unwrap().stat();
-        assert_eq!((a.czxid, a.mzxid, a.pzxid, a.ctime, a.data_length), (5, 5, 5, 100, 1));
+        assert_eq!(
+            (a.czxid, a.mzxid, a.pzxid, a.ctime, a.data_length),
+            (5, 5, 5, 100, 1)
+        );
         t.delete("/a", 6).unwrap();
         let root = t.get("/").unwrap().stat();
         // One create and one delete under / besides /zookeeper: reported as 2×1−1.
-        assert_eq!((t.get("/").unwrap().stat.cversion, root.cversion, root.pzxid, root.num_children), (1, 1, 6, 1));
+        assert_eq!(
+            (
+                t.get("/").unwrap().stat.cversion,
+                root.cversion,
+                root.pzxid,
+                root.num_children
+            ),
+            (1, 1, 6, 1)
+        );
         // A fresh ZooKeeper reports cversion -1 for / and -2 for /zookeeper.
         assert_eq!(DataTree::new().get("/").unwrap().stat().cversion, -1);
-        assert_eq!(DataTree::new().get("/zookeeper").unwrap().stat().cversion, -2);
+        assert_eq!(
+            DataTree::new().get("/zookeeper").unwrap().stat().cversion,
+            -2
+        );
         assert_eq!(t.delete("/a", 7), Err(ErrorCode::NoNode));
     }
 
     #[test]
     fn rollback_restores_everything() {
         let mut t = DataTree::new();
-        t.create("/a", None, crate::acl::open_acl_unsafe(), 0, 1, 2, 0);
+        t.create(
+            "/a",
+            NewNode {
+                data: None,
+                acl: crate::acl::open_acl_unsafe(),
+                ephemeral_owner: 0,
+            },
+            1,
+            2,
+            0,
+        );
         let before = t.clone();
         t.begin();
-        t.create("/a/b", None, crate::acl::open_acl_unsafe(), 42, 1, 3, 0);
+        t.create(
+            "/a/b",
+            NewNode {
+                data: None,
+                acl: crate::acl::open_acl_unsafe(),
+                ephemeral_owner: 42,
+            },
+            1,
+            3,
+            0,
+        );
         t.set_data("/a", Some(b"y".to_vec()), 1, 3, 0).unwrap();
         t.delete("/a/b", 3).unwrap();
-        t.create("/a/c", None, crate::acl::open_acl_unsafe(), 42, 2, 3, 0);
+        t.create(
+            "/a/c",
+            NewNode {
+                data: None,
+                acl: crate::acl::open_acl_unsafe(),
+                ephemeral_owner: 42,
+            },
+            2,
+            3,
+            0,
+        );
         t.rollback(0);
         assert_eq!(t.nodes, before.nodes);
         assert_eq!(t.ephemerals, before.ephemerals);
@@ -385,16 +506,49 @@ mod tests {
     fn node_kinds_from_owner() {
         assert_eq!(NodeKind::of(0), NodeKind::Persistent);
         assert_eq!(NodeKind::of(CONTAINER_EPHEMERAL_OWNER), NodeKind::Container);
-        assert_eq!(NodeKind::of(TTL_EPHEMERAL_OWNER_MASK | 500), NodeKind::Ttl(500));
-        assert_eq!(NodeKind::of(0x0100_0000_0000_0007), NodeKind::Ephemeral(0x0100_0000_0000_0007));
+        assert_eq!(
+            NodeKind::of(TTL_EPHEMERAL_OWNER_MASK | 500),
+            NodeKind::Ttl(500)
+        );
+        assert_eq!(
+            NodeKind::of(0x0100_0000_0000_0007),
+            NodeKind::Ephemeral(0x0100_0000_0000_0007)
+        );
     }
 
     #[test]
     fn from_nodes_rebuilds_children_and_indexes() {
         let mut t = DataTree::new();
-        t.create("/a", None, vec![], 0, 1, 2, 0);
-        t.create("/a/e", None, vec![], 9, 1, 3, 0);
-        let rebuilt = DataTree::from_nodes(t.nodes.clone().into_iter().collect::<Vec<_>>().into_iter().rev());
+        t.create(
+            "/a",
+            NewNode {
+                data: None,
+                acl: vec![],
+                ephemeral_owner: 0,
+            },
+            1,
+            2,
+            0,
+        );
+        t.create(
+            "/a/e",
+            NewNode {
+                data: None,
+                acl: vec![],
+                ephemeral_owner: 9,
+            },
+            1,
+            3,
+            0,
+        );
+        let rebuilt = DataTree::from_nodes(
+            t.nodes
+                .clone()
+                .into_iter()
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev(),
+        );
         assert_eq!(rebuilt.nodes, t.nodes);
         assert_eq!(rebuilt.ephemerals_of(9), vec!["/a/e".to_string()]);
     }

@@ -35,7 +35,12 @@ pub enum WatchKind {
     PersistentRecursive,
 }
 
-const KINDS: [WatchKind; 4] = [WatchKind::Data, WatchKind::Child, WatchKind::Persistent, WatchKind::PersistentRecursive];
+const KINDS: [WatchKind; 4] = [
+    WatchKind::Data,
+    WatchKind::Child,
+    WatchKind::Persistent,
+    WatchKind::PersistentRecursive,
+];
 
 struct Conn {
     session_id: i64,
@@ -74,7 +79,12 @@ impl WatchManager {
 
     /// Registers a connection for `session_id`. A previous connection of the same
     /// session is told to close (the client has moved to this one).
-    pub fn register(&self, session_id: i64, remote: String, tx: UnboundedSender<Outbound>) -> ConnId {
+    pub fn register(
+        &self,
+        session_id: i64,
+        remote: String,
+        tx: UnboundedSender<Outbound>,
+    ) -> ConnId {
         let mut g = self.inner.lock();
         g.next_id += 1;
         let id = g.next_id;
@@ -83,7 +93,14 @@ impl WatchManager {
                 let _ = c.tx.send(Outbound::Close);
             }
         }
-        g.conns.insert(id, Conn { session_id, tx, remote });
+        g.conns.insert(
+            id,
+            Conn {
+                session_id,
+                tx,
+                remote,
+            },
+        );
         id
     }
 
@@ -123,8 +140,14 @@ impl WatchManager {
     }
 
     fn add(g: &mut Inner, conn: ConnId, kind: WatchKind, path: &str) {
-        g.watches.entry((kind, path.to_string())).or_default().insert(conn);
-        g.by_conn.entry(conn).or_default().insert((kind, path.to_string()));
+        g.watches
+            .entry((kind, path.to_string()))
+            .or_default()
+            .insert(conn);
+        g.by_conn
+            .entry(conn)
+            .or_default()
+            .insert((kind, path.to_string()));
     }
 
     fn remove(g: &mut Inner, conn: ConnId, kind: WatchKind, path: &str) -> bool {
@@ -155,7 +178,11 @@ impl WatchManager {
 
     /// addWatch: a persistent (optionally recursive) watch, which is not removed when it fires.
     pub fn add_persistent(&self, conn: ConnId, path: &str, recursive: bool) {
-        let kind = if recursive { WatchKind::PersistentRecursive } else { WatchKind::Persistent };
+        let kind = if recursive {
+            WatchKind::PersistentRecursive
+        } else {
+            WatchKind::Persistent
+        };
         Self::add(&mut self.inner.lock(), conn, kind, path);
     }
 
@@ -167,7 +194,9 @@ impl WatchManager {
         for p in &sw.data_watches {
             match tree.get(p) {
                 None => fire.push((event::NODE_DELETED, p.clone())),
-                Some(n) if n.stat.mzxid > sw.relative_zxid => fire.push((event::NODE_DATA_CHANGED, p.clone())),
+                Some(n) if n.stat.mzxid > sw.relative_zxid => {
+                    fire.push((event::NODE_DATA_CHANGED, p.clone()))
+                }
                 Some(_) => Self::add(&mut g, conn, WatchKind::Data, p),
             }
         }
@@ -180,7 +209,9 @@ impl WatchManager {
         for p in &sw.child_watches {
             match tree.get(p) {
                 None => fire.push((event::NODE_DELETED, p.clone())),
-                Some(n) if n.stat.pzxid > sw.relative_zxid => fire.push((event::NODE_CHILDREN_CHANGED, p.clone())),
+                Some(n) if n.stat.pzxid > sw.relative_zxid => {
+                    fire.push((event::NODE_CHILDREN_CHANGED, p.clone()))
+                }
                 Some(_) => Self::add(&mut g, conn, WatchKind::Child, p),
             }
         }
@@ -198,12 +229,26 @@ impl WatchManager {
     }
 
     /// checkWatches (`remove` false) / removeWatches (`remove` true) for one path.
-    pub fn remove_watches(&self, conn: ConnId, path: &str, wtype: i32, remove: bool) -> Result<(), ErrorCode> {
+    pub fn remove_watches(
+        &self,
+        conn: ConnId,
+        path: &str,
+        wtype: i32,
+        remove: bool,
+    ) -> Result<(), ErrorCode> {
         // ZooKeeper 3.8 only knows types 1-3 here (anything else fails to unmarshal),
         // and counts a persistent watch as both a data and a child watch.
         let kinds: &[WatchKind] = match wtype {
-            watcher_type::CHILDREN => &[WatchKind::Child, WatchKind::Persistent, WatchKind::PersistentRecursive],
-            watcher_type::DATA => &[WatchKind::Data, WatchKind::Persistent, WatchKind::PersistentRecursive],
+            watcher_type::CHILDREN => &[
+                WatchKind::Child,
+                WatchKind::Persistent,
+                WatchKind::PersistentRecursive,
+            ],
+            watcher_type::DATA => &[
+                WatchKind::Data,
+                WatchKind::Persistent,
+                WatchKind::PersistentRecursive,
+            ],
             watcher_type::ANY => &KINDS,
             _ => return Err(ErrorCode::MarshallingError),
         };
@@ -219,13 +264,21 @@ impl WatchManager {
                 }
             }
         }
-        if found { Ok(()) } else { Err(ErrorCode::NoWatcher) }
+        if found {
+            Ok(())
+        } else {
+            Err(ErrorCode::NoWatcher)
+        }
     }
 
     pub fn summary(&self) -> WatchSummary {
         let g = self.inner.lock();
         let paths: HashSet<&String> = g.watches.keys().map(|(_, p)| p).collect();
-        WatchSummary { connections: g.by_conn.values().filter(|s| !s.is_empty()).count(), paths: paths.len(), watches: g.watches.values().map(HashSet::len).sum() }
+        WatchSummary {
+            connections: g.by_conn.values().filter(|s| !s.is_empty()).count(),
+            paths: paths.len(),
+            watches: g.watches.values().map(HashSet::len).sum(),
+        }
     }
 
     /// `wchc`: session id (hex) → watched paths.
@@ -249,7 +302,11 @@ impl WatchManager {
         let mut out: BTreeMap<String, Vec<i64>> = BTreeMap::new();
         for ((_, p), conns) in &g.watches {
             let e = out.entry(p.clone()).or_default();
-            e.extend(conns.iter().filter_map(|c| g.conns.get(c).map(|c| c.session_id)));
+            e.extend(
+                conns
+                    .iter()
+                    .filter_map(|c| g.conns.get(c).map(|c| c.session_id)),
+            );
             e.sort();
             e.dedup();
         }
@@ -259,7 +316,11 @@ impl WatchManager {
     /// (session id, remote address) of every registered connection, for `cons`.
     pub fn connections(&self) -> Vec<(i64, String)> {
         let g = self.inner.lock();
-        let mut v: Vec<_> = g.conns.values().map(|c| (c.session_id, c.remote.clone())).collect();
+        let mut v: Vec<_> = g
+            .conns
+            .values()
+            .map(|c| (c.session_id, c.remote.clone()))
+            .collect();
         v.sort();
         v
     }
@@ -299,7 +360,10 @@ impl WatchManager {
         if etype != event::NODE_CHILDREN_CHANGED {
             let mut p = path;
             loop {
-                if let Some(set) = g.watches.get(&(WatchKind::PersistentRecursive, p.to_string())) {
+                if let Some(set) = g
+                    .watches
+                    .get(&(WatchKind::PersistentRecursive, p.to_string()))
+                {
                     targets.extend(set.iter().copied());
                 }
                 if p == "/" {
@@ -323,7 +387,14 @@ impl WatchManager {
 }
 
 fn event_frame(zxid: i64, etype: i32, path: &str) -> Vec<u8> {
-    encode_event_frame(zxid, &WatcherEvent { event_type: etype, state: state::SYNC_CONNECTED, path: path.to_string() })
+    encode_event_frame(
+        zxid,
+        &WatcherEvent {
+            event_type: etype,
+            state: state::SYNC_CONNECTED,
+            path: path.to_string(),
+        },
+    )
 }
 
 impl Notifier for WatchManager {
@@ -336,8 +407,12 @@ impl Notifier for WatchManager {
             match e {
                 TreeEvent::Created(p) => Self::trigger(&mut g, zxid, event::NODE_CREATED, p),
                 TreeEvent::Deleted(p) => Self::trigger(&mut g, zxid, event::NODE_DELETED, p),
-                TreeEvent::DataChanged(p) => Self::trigger(&mut g, zxid, event::NODE_DATA_CHANGED, p),
-                TreeEvent::ChildrenChanged(p) => Self::trigger(&mut g, zxid, event::NODE_CHILDREN_CHANGED, p),
+                TreeEvent::DataChanged(p) => {
+                    Self::trigger(&mut g, zxid, event::NODE_DATA_CHANGED, p)
+                }
+                TreeEvent::ChildrenChanged(p) => {
+                    Self::trigger(&mut g, zxid, event::NODE_CHILDREN_CHANGED, p)
+                }
             }
         }
     }
@@ -357,7 +432,9 @@ mod tests {
     use wazoo_proto::{Reader, Record, ReplyHeader};
 
     fn decode(o: Outbound) -> (i32, String) {
-        let Outbound::Frame(f) = o else { panic!("expected a frame") };
+        let Outbound::Frame(f) = o else {
+            panic!("expected a frame")
+        };
         let mut r = Reader::new(&f[4..]);
         ReplyHeader::decode(&mut r).unwrap();
         let e = WatcherEvent::decode(&mut r).unwrap();
@@ -372,14 +449,39 @@ mod tests {
         wm.add_watch(c, &WatchRequest::Data("/a".into()));
         wm.add_persistent(c, "/", true);
         wm.tree_events(5, &[TreeEvent::DataChanged("/a".into())]);
-        assert_eq!(decode(rx.try_recv().unwrap()), (event::NODE_DATA_CHANGED, "/a".into()));
+        assert_eq!(
+            decode(rx.try_recv().unwrap()),
+            (event::NODE_DATA_CHANGED, "/a".into())
+        );
         assert!(rx.try_recv().is_err(), "one event per watcher per trigger");
-        wm.tree_events(6, &[TreeEvent::DataChanged("/a".into()), TreeEvent::ChildrenChanged("/".into())]);
-        assert_eq!(decode(rx.try_recv().unwrap()), (event::NODE_DATA_CHANGED, "/a".into()));
-        assert!(rx.try_recv().is_err(), "recursive watches skip NodeChildrenChanged");
-        assert_eq!(wm.remove_watches(c, "/a", watcher_type::DATA, false), Err(ErrorCode::NoWatcher));
-        assert_eq!(wm.remove_watches(c, "/", watcher_type::PERSISTENT_RECURSIVE, true), Err(ErrorCode::MarshallingError));
-        assert_eq!(wm.remove_watches(c, "/", watcher_type::DATA, false), Ok(()), "a persistent watch counts as a data watch");
+        wm.tree_events(
+            6,
+            &[
+                TreeEvent::DataChanged("/a".into()),
+                TreeEvent::ChildrenChanged("/".into()),
+            ],
+        );
+        assert_eq!(
+            decode(rx.try_recv().unwrap()),
+            (event::NODE_DATA_CHANGED, "/a".into())
+        );
+        assert!(
+            rx.try_recv().is_err(),
+            "recursive watches skip NodeChildrenChanged"
+        );
+        assert_eq!(
+            wm.remove_watches(c, "/a", watcher_type::DATA, false),
+            Err(ErrorCode::NoWatcher)
+        );
+        assert_eq!(
+            wm.remove_watches(c, "/", watcher_type::PERSISTENT_RECURSIVE, true),
+            Err(ErrorCode::MarshallingError)
+        );
+        assert_eq!(
+            wm.remove_watches(c, "/", watcher_type::DATA, false),
+            Ok(()),
+            "a persistent watch counts as a data watch"
+        );
         assert_eq!(wm.remove_watches(c, "/", watcher_type::ANY, true), Ok(()));
         wm.unregister(c);
         assert_eq!(wm.summary(), WatchSummary::default());

@@ -832,9 +832,15 @@ async fn undecodable_bodies_get_marshalling_error_and_the_connection_survives() 
         body.extend_from_slice(&opcode.to_be_bytes());
         body.extend_from_slice(tail);
         raw.send(&framed(&body)).await;
-        let reply = raw.frame().await.unwrap_or_else(|| panic!("opcode {opcode}: connection closed instead of an error reply"));
+        let reply = raw.frame().await.unwrap_or_else(|| {
+            panic!("opcode {opcode}: connection closed instead of an error reply")
+        });
         let h = ReplyHeader::from_bytes(&reply).expect("reply header");
-        let want = if opcode == op::DELETE_CONTAINER { ErrorCode::BadArguments } else { ErrorCode::MarshallingError };
+        let want = if opcode == op::DELETE_CONTAINER {
+            ErrorCode::BadArguments
+        } else {
+            ErrorCode::MarshallingError
+        };
         assert_eq!((h.xid, h.err), (xid, want.code()), "opcode {opcode}");
         raw.assert_usable().await;
     }

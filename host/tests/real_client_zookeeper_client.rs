@@ -46,13 +46,25 @@ struct Target {
 
 impl Target {
     async fn start(scenario: &str) -> Target {
-        let _ = tracing_subscriber::fmt().with_env_filter(tracing_subscriber::EnvFilter::from_default_env()).with_test_writer().try_init();
-        let nonce = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+        let nonce = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
         let base = format!("/zkc-{scenario}-{}-{nonce}", std::process::id());
         if let Ok(connect) = std::env::var(CONNECT_ENV) {
-            let t = Target { connect, base, wazoo: None };
+            let t = Target {
+                connect,
+                base,
+                wazoo: None,
+            };
             let c = t.client().await;
-            create(&c, &t.base, b"", zk::CreateMode::Persistent).await.expect("create base path");
+            create(&c, &t.base, b"", zk::CreateMode::Persistent)
+                .await
+                .expect("create base path");
             return t;
         }
         let dir = TempDir::new().expect("temp dir");
@@ -64,10 +76,18 @@ impl Target {
             max_session_timeout_ms: 20_000,
             ..Default::default()
         };
-        let server = wazoo::server::Server::start(config).await.expect("start wazoo");
-        let t = Target { connect: server.client_addr.to_string(), base, wazoo: Some((server, dir)) };
+        let server = wazoo::server::Server::start(config)
+            .await
+            .expect("start wazoo");
+        let t = Target {
+            connect: server.client_addr.to_string(),
+            base,
+            wazoo: Some((server, dir)),
+        };
         let c = t.client().await;
-        create(&c, &t.base, b"", zk::CreateMode::Persistent).await.expect("create base path");
+        create(&c, &t.base, b"", zk::CreateMode::Persistent)
+            .await
+            .expect("create base path");
         t
     }
 
@@ -84,7 +104,9 @@ impl Target {
     }
 
     async fn connect_with(&self, connector: zk::Connector) -> zk::Client {
-        guard("connect", connector.connect(&self.connect)).await.unwrap_or_else(|e| panic!("connect to {}: {e}", self.connect))
+        guard("connect", connector.connect(&self.connect))
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.connect))
     }
 
     async fn stop(self) {
@@ -94,21 +116,42 @@ impl Target {
     }
 }
 
-async fn create(c: &zk::Client, path: &str, data: &[u8], mode: zk::CreateMode) -> Result<(zk::Stat, zk::CreateSequence), zk::Error> {
-    guard(&format!("create {path}"), c.create(path, data, &mode.with_acls(zk::Acls::anyone_all()))).await
+async fn create(
+    c: &zk::Client,
+    path: &str,
+    data: &[u8],
+    mode: zk::CreateMode,
+) -> Result<(zk::Stat, zk::CreateSequence), zk::Error> {
+    guard(
+        &format!("create {path}"),
+        c.create(path, data, &mode.with_acls(zk::Acls::anyone_all())),
+    )
+    .await
 }
 
 /// ZooKeeper's digest id for `user:password`: `user:base64(sha1("user:password"))`.
 fn digest_id(user: &str, password: &str) -> String {
     let hash = Sha1::digest(format!("{user}:{password}").as_bytes());
-    format!("{user}:{}", base64::engine::general_purpose::STANDARD.encode(hash))
+    format!(
+        "{user}:{}",
+        base64::engine::general_purpose::STANDARD.encode(hash)
+    )
 }
 
 /// `prefix` followed by exactly ten decimal digits, as ZooKeeper's `%010d`.
 fn assert_sequential_name(name: &str, prefix: &str) -> i64 {
-    let suffix = name.strip_prefix(prefix).unwrap_or_else(|| panic!("{name:?} does not start with {prefix:?}"));
-    assert_eq!(suffix.len(), 10, "sequence suffix of {name:?} is not 10 digits");
-    assert!(suffix.bytes().all(|b| b.is_ascii_digit()), "sequence suffix of {name:?} is not decimal");
+    let suffix = name
+        .strip_prefix(prefix)
+        .unwrap_or_else(|| panic!("{name:?} does not start with {prefix:?}"));
+    assert_eq!(
+        suffix.len(),
+        10,
+        "sequence suffix of {name:?} is not 10 digits"
+    );
+    assert!(
+        suffix.bytes().all(|b| b.is_ascii_digit()),
+        "sequence suffix of {name:?} is not decimal"
+    );
     suffix.parse().unwrap()
 }
 
@@ -119,8 +162,14 @@ async fn create_persistent_ephemeral_and_sequential() {
 
     // Persistent.
     let p = t.path("persistent");
-    let (stat, seq) = create(&c, &p, b"hello", zk::CreateMode::Persistent).await.unwrap();
-    assert_eq!(seq.into_i64(), -1, "non-sequential create reports no sequence");
+    let (stat, seq) = create(&c, &p, b"hello", zk::CreateMode::Persistent)
+        .await
+        .unwrap();
+    assert_eq!(
+        seq.into_i64(),
+        -1,
+        "non-sequential create reports no sequence"
+    );
     assert_eq!((stat.version, stat.cversion, stat.aversion), (0, 0, 0));
     assert_eq!(stat.ephemeral_owner, 0);
     assert_eq!(stat.data_length, 5);
@@ -128,23 +177,56 @@ async fn create_persistent_ephemeral_and_sequential() {
     assert_eq!(stat.czxid, stat.mzxid);
     let (data, got) = c.get_data(&p).await.unwrap();
     assert_eq!((data.as_slice(), got), (&b"hello"[..], stat));
-    assert_eq!(create(&c, &p, b"again", zk::CreateMode::Persistent).await.unwrap_err(), zk::Error::NodeExists);
-    assert_eq!(create(&c, &t.path("missing/child"), b"", zk::CreateMode::Persistent).await.unwrap_err(), zk::Error::NoNode);
+    assert_eq!(
+        create(&c, &p, b"again", zk::CreateMode::Persistent)
+            .await
+            .unwrap_err(),
+        zk::Error::NodeExists
+    );
+    assert_eq!(
+        create(
+            &c,
+            &t.path("missing/child"),
+            b"",
+            zk::CreateMode::Persistent
+        )
+        .await
+        .unwrap_err(),
+        zk::Error::NoNode
+    );
 
     // Ephemeral: owned by this session, cannot have children.
     let e = t.path("ephemeral");
-    let (stat, _) = create(&c, &e, b"", zk::CreateMode::Ephemeral).await.unwrap();
+    let (stat, _) = create(&c, &e, b"", zk::CreateMode::Ephemeral)
+        .await
+        .unwrap();
     assert_eq!(stat.ephemeral_owner, c.session_id().0);
-    assert_eq!(c.check_stat(&e).await.unwrap().unwrap().ephemeral_owner, c.session_id().0);
-    assert_eq!(create(&c, &format!("{e}/child"), b"", zk::CreateMode::Persistent).await.unwrap_err(), zk::Error::NoChildrenForEphemerals);
+    assert_eq!(
+        c.check_stat(&e).await.unwrap().unwrap().ephemeral_owner,
+        c.session_id().0
+    );
+    assert_eq!(
+        create(&c, &format!("{e}/child"), b"", zk::CreateMode::Persistent)
+            .await
+            .unwrap_err(),
+        zk::Error::NoChildrenForEphemerals
+    );
 
     // Sequential (persistent and ephemeral share the parent's counter).
     let dir = t.path("seq");
-    create(&c, &dir, b"", zk::CreateMode::Persistent).await.unwrap();
+    create(&c, &dir, b"", zk::CreateMode::Persistent)
+        .await
+        .unwrap();
     let prefix = format!("{dir}/n-");
-    let (_, s0) = create(&c, &prefix, b"a", zk::CreateMode::PersistentSequential).await.unwrap();
-    let (_, s1) = create(&c, &prefix, b"b", zk::CreateMode::EphemeralSequential).await.unwrap();
-    let (_, s2) = create(&c, &prefix, b"c", zk::CreateMode::PersistentSequential).await.unwrap();
+    let (_, s0) = create(&c, &prefix, b"a", zk::CreateMode::PersistentSequential)
+        .await
+        .unwrap();
+    let (_, s1) = create(&c, &prefix, b"b", zk::CreateMode::EphemeralSequential)
+        .await
+        .unwrap();
+    let (_, s2) = create(&c, &prefix, b"c", zk::CreateMode::PersistentSequential)
+        .await
+        .unwrap();
     assert_eq!((s0.into_i64(), s1.into_i64(), s2.into_i64()), (0, 1, 2));
     assert_eq!(s1.to_string(), "0000000001");
     let mut children = c.list_children(&dir).await.unwrap();
@@ -158,14 +240,28 @@ async fn create_persistent_ephemeral_and_sequential() {
     assert_eq!(stat.ephemeral_owner, c.session_id().0);
 
     // A sequential node directly under the parent, with an empty prefix.
-    let (_, s3) = create(&c, &format!("{dir}/"), b"", zk::CreateMode::PersistentSequential).await.unwrap();
+    let (_, s3) = create(
+        &c,
+        &format!("{dir}/"),
+        b"",
+        zk::CreateMode::PersistentSequential,
+    )
+    .await
+    .unwrap();
     assert_eq!(s3.into_i64(), 3);
-    assert!(c.list_children(&dir).await.unwrap().contains(&"0000000003".to_string()));
+    assert!(c
+        .list_children(&dir)
+        .await
+        .unwrap()
+        .contains(&"0000000003".to_string()));
 
     // Closing the session removes its ephemerals right away.
     let other = t.client().await;
     drop(c);
-    assert_eq!(guard("ephemeral gone after close", wait_gone(&other, &e)).await, None);
+    assert_eq!(
+        guard("ephemeral gone after close", wait_gone(&other, &e)).await,
+        None
+    );
     let mut children = other.list_children(&dir).await.unwrap();
     children.sort();
     assert_eq!(children, ["0000000003", "n-0000000000", "n-0000000002"]);
@@ -197,26 +293,57 @@ async fn reported_cversion_counts_child_deletes() {
     let t = Target::start("cversion").await;
     let c = t.client().await;
     let dir = t.path("dir");
-    let (stat, _) = create(&c, &dir, b"", zk::CreateMode::Persistent).await.unwrap();
+    let (stat, _) = create(&c, &dir, b"", zk::CreateMode::Persistent)
+        .await
+        .unwrap();
     assert_eq!(stat.cversion, 0);
-    let (_, s0) = create(&c, &format!("{dir}/q-"), b"", zk::CreateMode::PersistentSequential).await.unwrap();
+    let (_, s0) = create(
+        &c,
+        &format!("{dir}/q-"),
+        b"",
+        zk::CreateMode::PersistentSequential,
+    )
+    .await
+    .unwrap();
     assert_eq!(s0.into_i64(), 0);
     assert_eq!(c.check_stat(&dir).await.unwrap().unwrap().cversion, 1);
 
-    c.delete(&format!("{dir}/q-0000000000"), None).await.unwrap();
+    c.delete(&format!("{dir}/q-0000000000"), None)
+        .await
+        .unwrap();
     let stat = c.check_stat(&dir).await.unwrap().unwrap();
-    assert_eq!((stat.num_children, stat.cversion), (0, 2), "parent cversion after a child delete");
+    assert_eq!(
+        (stat.num_children, stat.cversion),
+        (0, 2),
+        "parent cversion after a child delete"
+    );
 
     // Sequence numbers count creates only: the delete does not advance them.
-    let (_, s1) = create(&c, &format!("{dir}/q-"), b"", zk::CreateMode::PersistentSequential).await.unwrap();
+    let (_, s1) = create(
+        &c,
+        &format!("{dir}/q-"),
+        b"",
+        zk::CreateMode::PersistentSequential,
+    )
+    .await
+    .unwrap();
     assert_eq!(s1.into_i64(), 1);
     assert_eq!(c.list_children(&dir).await.unwrap(), ["q-0000000001"]);
     let (_, stat) = c.get_children(&dir).await.unwrap();
     assert_eq!((stat.num_children, stat.cversion), (1, 3));
 
-    create(&c, &format!("{dir}/plain"), b"", zk::CreateMode::Persistent).await.unwrap();
+    create(&c, &format!("{dir}/plain"), b"", zk::CreateMode::Persistent)
+        .await
+        .unwrap();
     c.delete(&format!("{dir}/plain"), None).await.unwrap();
-    let (_, s2) = create(&c, &format!("{dir}/q-"), b"", zk::CreateMode::PersistentSequential).await.unwrap();
+    let (_, s2) = create(
+        &c,
+        &format!("{dir}/q-"),
+        b"",
+        zk::CreateMode::PersistentSequential,
+    )
+    .await
+    .unwrap();
     assert_eq!(s2.into_i64(), 3);
     let (data, stat) = c.get_data(&dir).await.unwrap();
     assert!(data.is_empty());
@@ -230,14 +357,23 @@ async fn get_set_delete_with_versions() {
     let t = Target::start("versions").await;
     let c = t.client().await;
     let p = t.path("node");
-    create(&c, &p, b"v0", zk::CreateMode::Persistent).await.unwrap();
+    create(&c, &p, b"v0", zk::CreateMode::Persistent)
+        .await
+        .unwrap();
 
     let s1 = c.set_data(&p, b"v1", Some(0)).await.unwrap();
     assert_eq!(s1.version, 1);
     assert_eq!(s1.data_length, 2);
-    assert_eq!(c.set_data(&p, b"stale", Some(0)).await.unwrap_err(), zk::Error::BadVersion);
+    assert_eq!(
+        c.set_data(&p, b"stale", Some(0)).await.unwrap_err(),
+        zk::Error::BadVersion
+    );
     let (data, stat) = c.get_data(&p).await.unwrap();
-    assert_eq!((data.as_slice(), stat.version), (&b"v1"[..], 1), "a BadVersion set_data changed nothing");
+    assert_eq!(
+        (data.as_slice(), stat.version),
+        (&b"v1"[..], 1),
+        "a BadVersion set_data changed nothing"
+    );
     assert_eq!(stat, s1);
 
     let s2 = c.set_data(&p, b"", None).await.unwrap();
@@ -246,14 +382,25 @@ async fn get_set_delete_with_versions() {
     assert_eq!(s2.czxid, s1.czxid);
     assert_eq!(c.get_data(&p).await.unwrap().0, b"");
 
-    assert_eq!(c.set_data(&t.path("absent"), b"x", None).await.unwrap_err(), zk::Error::NoNode);
-    assert_eq!(c.get_data(&t.path("absent")).await.unwrap_err(), zk::Error::NoNode);
+    assert_eq!(
+        c.set_data(&t.path("absent"), b"x", None).await.unwrap_err(),
+        zk::Error::NoNode
+    );
+    assert_eq!(
+        c.get_data(&t.path("absent")).await.unwrap_err(),
+        zk::Error::NoNode
+    );
 
     // delete: NotEmpty, BadVersion, then success.
-    create(&c, &format!("{p}/kid"), b"", zk::CreateMode::Persistent).await.unwrap();
+    create(&c, &format!("{p}/kid"), b"", zk::CreateMode::Persistent)
+        .await
+        .unwrap();
     assert_eq!(c.delete(&p, None).await.unwrap_err(), zk::Error::NotEmpty);
     c.delete(&format!("{p}/kid"), Some(0)).await.unwrap();
-    assert_eq!(c.delete(&p, Some(1)).await.unwrap_err(), zk::Error::BadVersion);
+    assert_eq!(
+        c.delete(&p, Some(1)).await.unwrap_err(),
+        zk::Error::BadVersion
+    );
     assert!(c.check_stat(&p).await.unwrap().is_some());
     c.delete(&p, Some(2)).await.unwrap();
     assert_eq!(c.check_stat(&p).await.unwrap(), None);
@@ -268,14 +415,30 @@ async fn list_children_and_exists() {
     let c = t.client().await;
     let dir = t.path("dir");
     assert_eq!(c.check_stat(&dir).await.unwrap(), None);
-    let (created, _) = create(&c, &dir, b"", zk::CreateMode::Persistent).await.unwrap();
+    let (created, _) = create(&c, &dir, b"", zk::CreateMode::Persistent)
+        .await
+        .unwrap();
     assert_eq!(c.check_stat(&dir).await.unwrap(), Some(created));
     assert!(c.list_children(&dir).await.unwrap().is_empty());
 
     for name in ["b", "a", "c"] {
-        create(&c, &format!("{dir}/{name}"), name.as_bytes(), zk::CreateMode::Persistent).await.unwrap();
+        create(
+            &c,
+            &format!("{dir}/{name}"),
+            name.as_bytes(),
+            zk::CreateMode::Persistent,
+        )
+        .await
+        .unwrap();
     }
-    create(&c, &format!("{dir}/a/deep"), b"", zk::CreateMode::Persistent).await.unwrap();
+    create(
+        &c,
+        &format!("{dir}/a/deep"),
+        b"",
+        zk::CreateMode::Persistent,
+    )
+    .await
+    .unwrap();
     let mut names = c.list_children(&dir).await.unwrap();
     names.sort();
     assert_eq!(names, ["a", "b", "c"], "only direct children are listed");
@@ -284,7 +447,10 @@ async fn list_children_and_exists() {
     assert_eq!(names2, names);
     assert_eq!((stat.num_children, stat.cversion), (3, 3));
     assert_eq!(c.check_stat(&dir).await.unwrap().unwrap().num_children, 3);
-    assert_eq!(c.list_children(&t.path("absent")).await.unwrap_err(), zk::Error::NoNode);
+    assert_eq!(
+        c.list_children(&t.path("absent")).await.unwrap_err(),
+        zk::Error::NoNode
+    );
 
     c.delete(&format!("{dir}/b"), None).await.unwrap();
     let stat = c.check_stat(&dir).await.unwrap().unwrap();
@@ -310,9 +476,14 @@ async fn data_watches_fire_with_the_right_event_type() {
     // exists-watch on a missing node: NodeCreated.
     let (stat, w) = watcher.check_and_watch_stat(&p).await.unwrap();
     assert_eq!(stat, None);
-    create(&writer, &p, b"one", zk::CreateMode::Persistent).await.unwrap();
+    create(&writer, &p, b"one", zk::CreateMode::Persistent)
+        .await
+        .unwrap();
     let ev = guard("NodeCreated", w.changed()).await;
-    assert_eq!((ev.event_type, ev.path.as_str()), (zk::EventType::NodeCreated, p.as_str()));
+    assert_eq!(
+        (ev.event_type, ev.path.as_str()),
+        (zk::EventType::NodeCreated, p.as_str())
+    );
     assert_eq!(ev.session_state, zk::SessionState::SyncConnected);
 
     // data watch: NodeDataChanged, fired once.
@@ -320,24 +491,36 @@ async fn data_watches_fire_with_the_right_event_type() {
     assert_eq!(data, b"one");
     writer.set_data(&p, b"two", None).await.unwrap();
     let ev = guard("NodeDataChanged", w.changed()).await;
-    assert_eq!((ev.event_type, ev.path.as_str()), (zk::EventType::NodeDataChanged, p.as_str()));
+    assert_eq!(
+        (ev.event_type, ev.path.as_str()),
+        (zk::EventType::NodeDataChanged, p.as_str())
+    );
 
     // exists-watch on an existing node: NodeDataChanged too.
     let (stat, w) = watcher.check_and_watch_stat(&p).await.unwrap();
     assert_eq!(stat.unwrap().version, 1);
     writer.set_data(&p, b"three", None).await.unwrap();
     let ev = guard("NodeDataChanged (exists watch)", w.changed()).await;
-    assert_eq!((ev.event_type, ev.path.as_str()), (zk::EventType::NodeDataChanged, p.as_str()));
+    assert_eq!(
+        (ev.event_type, ev.path.as_str()),
+        (zk::EventType::NodeDataChanged, p.as_str())
+    );
 
     // data watch: NodeDeleted.
     let (data, _, w) = watcher.get_and_watch_data(&p).await.unwrap();
     assert_eq!(data, b"three");
     writer.delete(&p, None).await.unwrap();
     let ev = guard("NodeDeleted", w.changed()).await;
-    assert_eq!((ev.event_type, ev.path.as_str()), (zk::EventType::NodeDeleted, p.as_str()));
+    assert_eq!(
+        (ev.event_type, ev.path.as_str()),
+        (zk::EventType::NodeDeleted, p.as_str())
+    );
 
     // A watch set on a missing node by get_data is not left behind (NoNode).
-    assert_eq!(watcher.get_and_watch_data(&p).await.unwrap_err(), zk::Error::NoNode);
+    assert_eq!(
+        watcher.get_and_watch_data(&p).await.unwrap_err(),
+        zk::Error::NoNode
+    );
 
     drop((watcher, writer));
     t.stop().await;
@@ -349,28 +532,49 @@ async fn child_watches_fire_with_the_right_event_type() {
     let watcher = t.client().await;
     let writer = t.client().await;
     let dir = t.path("parent");
-    create(&writer, &dir, b"", zk::CreateMode::Persistent).await.unwrap();
+    create(&writer, &dir, b"", zk::CreateMode::Persistent)
+        .await
+        .unwrap();
 
     // A child created: NodeChildrenChanged on the parent.
     let (children, w) = watcher.list_and_watch_children(&dir).await.unwrap();
     assert!(children.is_empty());
-    create(&writer, &format!("{dir}/kid"), b"", zk::CreateMode::Ephemeral).await.unwrap();
+    create(
+        &writer,
+        &format!("{dir}/kid"),
+        b"",
+        zk::CreateMode::Ephemeral,
+    )
+    .await
+    .unwrap();
     let ev = guard("NodeChildrenChanged (create)", w.changed()).await;
-    assert_eq!((ev.event_type, ev.path.as_str()), (zk::EventType::NodeChildrenChanged, dir.as_str()));
+    assert_eq!(
+        (ev.event_type, ev.path.as_str()),
+        (zk::EventType::NodeChildrenChanged, dir.as_str())
+    );
 
     // A child's data changing does not fire the parent's child watch; its deletion does.
     let (children, stat, w) = watcher.get_and_watch_children(&dir).await.unwrap();
     assert_eq!((children, stat.num_children), (vec!["kid".to_string()], 1));
-    writer.set_data(&format!("{dir}/kid"), b"data", None).await.unwrap();
+    writer
+        .set_data(&format!("{dir}/kid"), b"data", None)
+        .await
+        .unwrap();
     writer.delete(&format!("{dir}/kid"), None).await.unwrap();
     let ev = guard("NodeChildrenChanged (delete)", w.changed()).await;
-    assert_eq!((ev.event_type, ev.path.as_str()), (zk::EventType::NodeChildrenChanged, dir.as_str()));
+    assert_eq!(
+        (ev.event_type, ev.path.as_str()),
+        (zk::EventType::NodeChildrenChanged, dir.as_str())
+    );
 
     // The parent itself deleted: NodeDeleted on the child watch.
     let (_, w) = watcher.list_and_watch_children(&dir).await.unwrap();
     writer.delete(&dir, None).await.unwrap();
     let ev = guard("NodeDeleted (child watch)", w.changed()).await;
-    assert_eq!((ev.event_type, ev.path.as_str()), (zk::EventType::NodeDeleted, dir.as_str()));
+    assert_eq!(
+        (ev.event_type, ev.path.as_str()),
+        (zk::EventType::NodeDeleted, dir.as_str())
+    );
 
     drop((watcher, writer));
     t.stop().await;
@@ -382,7 +586,9 @@ async fn multi_applies_all_or_nothing() {
     let c = t.client().await;
     let a = t.path("a");
     let b = t.path("b");
-    create(&c, &a, b"a0", zk::CreateMode::Persistent).await.unwrap();
+    create(&c, &a, b"a0", zk::CreateMode::Persistent)
+        .await
+        .unwrap();
 
     // Successful transaction: check, create, set, sequential create, delete.
     let opts = zk::CreateMode::Persistent.with_acls(zk::Acls::anyone_all());
@@ -419,25 +625,52 @@ async fn multi_applies_all_or_nothing() {
     w.add_check_version(&b, 7).unwrap();
     w.add_delete(&b, None).unwrap();
     let err = guard("failing multi commit", w.commit()).await.unwrap_err();
-    assert_eq!(err, zk::MultiWriteError::OperationFailed { index: 2, source: zk::Error::BadVersion });
-    assert_eq!(c.check_stat(&t.path("c")).await.unwrap(), None, "create in a failed multi was applied");
+    assert_eq!(
+        err,
+        zk::MultiWriteError::OperationFailed {
+            index: 2,
+            source: zk::Error::BadVersion
+        }
+    );
+    assert_eq!(
+        c.check_stat(&t.path("c")).await.unwrap(),
+        None,
+        "create in a failed multi was applied"
+    );
     let (data, stat) = c.get_data(&a).await.unwrap();
-    assert_eq!((data.as_slice(), stat.version), (&b"a1"[..], 1), "set_data in a failed multi was applied");
+    assert_eq!(
+        (data.as_slice(), stat.version),
+        (&b"a1"[..], 1),
+        "set_data in a failed multi was applied"
+    );
     assert!(c.check_stat(&b).await.unwrap().is_some());
 
     // Failing on a later op (NoNode on delete): earlier ops rolled back too.
     let mut w = c.new_multi_writer();
     w.add_set_data(&a, b"a3", Some(1)).unwrap();
     w.add_delete(&t.path("absent"), None).unwrap();
-    let err = guard("failing multi commit (delete)", w.commit()).await.unwrap_err();
-    assert_eq!(err, zk::MultiWriteError::OperationFailed { index: 1, source: zk::Error::NoNode });
+    let err = guard("failing multi commit (delete)", w.commit())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err,
+        zk::MultiWriteError::OperationFailed {
+            index: 1,
+            source: zk::Error::NoNode
+        }
+    );
     assert_eq!(c.get_data(&a).await.unwrap().1.version, 1);
 
     // CheckWriter: failed guard check surfaces as CheckFailed.
     let mut cw = c.new_check_writer(&a, Some(0)).unwrap();
     cw.add_set_data(&a, b"never", None).unwrap();
     let err = guard("check writer", cw.commit()).await.unwrap_err();
-    assert_eq!(err, zk::CheckWriteError::CheckFailed { source: zk::Error::BadVersion });
+    assert_eq!(
+        err,
+        zk::CheckWriteError::CheckFailed {
+            source: zk::Error::BadVersion
+        }
+    );
     assert_eq!(c.get_data(&a).await.unwrap().0, b"a1");
 
     // Multi-read: results per op, errors inline.
@@ -447,9 +680,18 @@ async fn multi_applies_all_or_nothing() {
     r.add_get_data(&t.path("absent")).unwrap();
     let results = guard("multi read", r.commit()).await.unwrap();
     assert_eq!(results.len(), 3);
-    assert!(matches!(&results[0], zk::MultiReadResult::Data { data, stat } if data == b"a1" && stat.version == 1));
-    assert!(matches!(&results[1], zk::MultiReadResult::Children { children } if children.len() == 1));
-    assert!(matches!(&results[2], zk::MultiReadResult::Error { err: zk::Error::NoNode }));
+    assert!(
+        matches!(&results[0], zk::MultiReadResult::Data { data, stat } if data == b"a1" && stat.version == 1)
+    );
+    assert!(
+        matches!(&results[1], zk::MultiReadResult::Children { children } if children.len() == 1)
+    );
+    assert!(matches!(
+        &results[2],
+        zk::MultiReadResult::Error {
+            err: zk::Error::NoNode
+        }
+    ));
     drop(c);
     t.stop().await;
 }
@@ -460,44 +702,102 @@ async fn digest_acl_denies_unauthenticated_sessions() {
     // Creating a node with a digest ACL needs no authentication (the id is just data).
     let creator = t.client().await;
     let p = t.path("secret");
-    let alice = [zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("digest", &digest_id("alice", "secret")))];
-    guard("create with digest acl", creator.create(&p, b"hidden", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&alice))))
-        .await
-        .unwrap();
+    let alice = [zk::Acl::new(
+        zk::Permission::ALL,
+        zk::AuthId::new("digest", &digest_id("alice", "secret")),
+    )];
+    guard(
+        "create with digest acl",
+        creator.create(
+            &p,
+            b"hidden",
+            &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&alice)),
+        ),
+    )
+    .await
+    .unwrap();
 
     // Unauthenticated: NoAuth for reads, writes, children, ACL read; exists still works.
     let anon = t.client().await;
     for c in [&creator, &anon] {
         assert_eq!(c.get_data(&p).await.unwrap_err(), zk::Error::NoAuth);
-        assert_eq!(c.set_data(&p, b"x", None).await.unwrap_err(), zk::Error::NoAuth);
+        assert_eq!(
+            c.set_data(&p, b"x", None).await.unwrap_err(),
+            zk::Error::NoAuth
+        );
         assert_eq!(c.list_children(&p).await.unwrap_err(), zk::Error::NoAuth);
-        assert_eq!(c.get_and_watch_data(&p).await.unwrap_err(), zk::Error::NoAuth);
-        assert_eq!(create(c, &format!("{p}/kid"), b"", zk::CreateMode::Persistent).await.unwrap_err(), zk::Error::NoAuth);
+        assert_eq!(
+            c.get_and_watch_data(&p).await.unwrap_err(),
+            zk::Error::NoAuth
+        );
+        assert_eq!(
+            create(c, &format!("{p}/kid"), b"", zk::CreateMode::Persistent)
+                .await
+                .unwrap_err(),
+            zk::Error::NoAuth
+        );
         assert_eq!(c.get_acl(&p).await.unwrap_err(), zk::Error::NoAuth);
-        assert_eq!(c.set_acl(&p, &zk::Acls::anyone_all(), None).await.unwrap_err(), zk::Error::NoAuth);
-        let stat = c.check_stat(&p).await.unwrap().expect("exists needs no permission");
+        assert_eq!(
+            c.set_acl(&p, &zk::Acls::anyone_all(), None)
+                .await
+                .unwrap_err(),
+            zk::Error::NoAuth
+        );
+        let stat = c
+            .check_stat(&p)
+            .await
+            .unwrap()
+            .expect("exists needs no permission");
         assert_eq!((stat.version, stat.aversion, stat.data_length), (0, 0, 6));
     }
     // Delete is checked against the parent's ACL (anyone), so it is allowed.
     let mut r = anon.new_multi_reader();
     r.add_get_data(&p).unwrap();
     let results = guard("multi read", r.commit()).await.unwrap();
-    assert!(matches!(&results[0], zk::MultiReadResult::Error { err: zk::Error::NoAuth }));
+    assert!(matches!(
+        &results[0],
+        zk::MultiReadResult::Error {
+            err: zk::Error::NoAuth
+        }
+    ));
 
     // world:anyone READ plus digest ALL: anyone reads, nobody unauthenticated writes.
     let ro = [
         zk::Acl::new(zk::Permission::READ, zk::AuthId::anyone()),
-        zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("digest", &digest_id("alice", "secret"))),
+        zk::Acl::new(
+            zk::Permission::ALL,
+            zk::AuthId::new("digest", &digest_id("alice", "secret")),
+        ),
     ];
     let p2 = t.path("readonly");
-    guard("create read-only", creator.create(&p2, b"r", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&ro)))).await.unwrap();
+    guard(
+        "create read-only",
+        creator.create(
+            &p2,
+            b"r",
+            &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&ro)),
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(anon.get_data(&p2).await.unwrap().0, b"r");
     // getACL with READ but not ADMIN: digest hashes are redacted to "x" (ZOOKEEPER-1392).
     let (acls, _) = anon.get_acl(&p2).await.unwrap();
-    let redacted = [ro[0].clone(), zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("digest", "alice:x"))];
+    let redacted = [
+        ro[0].clone(),
+        zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("digest", "alice:x")),
+    ];
     assert_eq!(acls, redacted);
-    assert_eq!(anon.set_data(&p2, b"w", None).await.unwrap_err(), zk::Error::NoAuth);
-    assert_eq!(create(&anon, &format!("{p2}/kid"), b"", zk::CreateMode::Persistent).await.unwrap_err(), zk::Error::NoAuth);
+    assert_eq!(
+        anon.set_data(&p2, b"w", None).await.unwrap_err(),
+        zk::Error::NoAuth
+    );
+    assert_eq!(
+        create(&anon, &format!("{p2}/kid"), b"", zk::CreateMode::Persistent)
+            .await
+            .unwrap_err(),
+        zk::Error::NoAuth
+    );
 
     // Delete permission comes from the parent (world:anyone ALL here).
     anon.delete(&p, None).await.unwrap();
@@ -510,10 +810,24 @@ async fn digest_acl_denies_unauthenticated_sessions() {
 async fn digest_auth_grants_access_to_a_digest_acl() {
     let t = Target::start("aclauth").await;
     // Auth given at connect time (sent right after the connect request).
-    let owner = t.connect_with(t.connector().with_auth("digest", b"alice:secret")).await;
+    let owner = t
+        .connect_with(t.connector().with_auth("digest", b"alice:secret"))
+        .await;
     let p = t.path("secret");
-    let acl = [zk::Acl::new(zk::Permission::ALL, zk::AuthId::new("digest", &digest_id("alice", "secret")))];
-    guard("create with digest acl", owner.create(&p, b"hidden", &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl)))).await.unwrap();
+    let acl = [zk::Acl::new(
+        zk::Permission::ALL,
+        zk::AuthId::new("digest", &digest_id("alice", "secret")),
+    )];
+    guard(
+        "create with digest acl",
+        owner.create(
+            &p,
+            b"hidden",
+            &zk::CreateMode::Persistent.with_acls(zk::Acls::new(&acl)),
+        ),
+    )
+    .await
+    .unwrap();
     assert_eq!(owner.get_data(&p).await.unwrap().0, b"hidden");
     let (acls, stat) = owner.get_acl(&p).await.unwrap();
     assert_eq!(acls, acl);
@@ -522,38 +836,81 @@ async fn digest_auth_grants_access_to_a_digest_acl() {
     // Denied before auth, allowed after auth on the same session.
     let anon = t.client().await;
     assert_eq!(anon.get_data(&p).await.unwrap_err(), zk::Error::NoAuth);
-    guard("auth", anon.auth("digest", b"alice:secret")).await.unwrap();
+    guard("auth", anon.auth("digest", b"alice:secret"))
+        .await
+        .unwrap();
     assert_eq!(anon.get_data(&p).await.unwrap().0, b"hidden");
     anon.set_data(&p, b"seen", Some(0)).await.unwrap();
-    create(&anon, &format!("{p}/kid"), b"", zk::CreateMode::Persistent).await.unwrap();
+    create(&anon, &format!("{p}/kid"), b"", zk::CreateMode::Persistent)
+        .await
+        .unwrap();
     assert_eq!(owner.get_data(&p).await.unwrap().0, b"seen");
 
     // A wrong password is accepted as an identity but grants nothing.
     let wrong = t.client().await;
-    guard("auth with wrong password", wrong.auth("digest", b"alice:wrong")).await.unwrap();
+    guard(
+        "auth with wrong password",
+        wrong.auth("digest", b"alice:wrong"),
+    )
+    .await
+    .unwrap();
     assert_eq!(wrong.get_data(&p).await.unwrap_err(), zk::Error::NoAuth);
 
     // The "auth" scheme ACL (creator_all) expands to the creator's digest identity.
     let p2 = t.path("creator");
-    guard("create creator_all", owner.create(&p2, b"c", &zk::CreateMode::Persistent.with_acls(zk::Acls::creator_all()))).await.unwrap();
+    guard(
+        "create creator_all",
+        owner.create(
+            &p2,
+            b"c",
+            &zk::CreateMode::Persistent.with_acls(zk::Acls::creator_all()),
+        ),
+    )
+    .await
+    .unwrap();
     let (acls, _) = owner.get_acl(&p2).await.unwrap();
-    assert_eq!(acls, acl, "creator_all is stored as the creator's digest id");
+    assert_eq!(
+        acls, acl,
+        "creator_all is stored as the creator's digest id"
+    );
     assert_eq!(wrong.get_data(&p2).await.unwrap_err(), zk::Error::NoAuth);
     assert_eq!(anon.get_data(&p2).await.unwrap().0, b"c");
     // An unauthenticated session cannot use creator_all (InvalidAcl).
     let plain = t.client().await;
     assert_eq!(
-        guard("creator_all without auth", plain.create(&t.path("x"), b"", &zk::CreateMode::Persistent.with_acls(zk::Acls::creator_all())))
-            .await
-            .unwrap_err(),
+        guard(
+            "creator_all without auth",
+            plain.create(
+                &t.path("x"),
+                b"",
+                &zk::CreateMode::Persistent.with_acls(zk::Acls::creator_all())
+            )
+        )
+        .await
+        .unwrap_err(),
         zk::Error::InvalidAcl
     );
 
     // set_acl (ADMIN) with a version: aversion moves, stale version is BadVersion.
-    assert_eq!(wrong.set_acl(&p, &zk::Acls::anyone_all(), None).await.unwrap_err(), zk::Error::NoAuth);
-    let stat = owner.set_acl(&p, &zk::Acls::anyone_all(), Some(0)).await.unwrap();
+    assert_eq!(
+        wrong
+            .set_acl(&p, &zk::Acls::anyone_all(), None)
+            .await
+            .unwrap_err(),
+        zk::Error::NoAuth
+    );
+    let stat = owner
+        .set_acl(&p, &zk::Acls::anyone_all(), Some(0))
+        .await
+        .unwrap();
     assert_eq!(stat.aversion, 1);
-    assert_eq!(owner.set_acl(&p, &zk::Acls::anyone_all(), Some(0)).await.unwrap_err(), zk::Error::BadVersion);
+    assert_eq!(
+        owner
+            .set_acl(&p, &zk::Acls::anyone_all(), Some(0))
+            .await
+            .unwrap_err(),
+        zk::Error::BadVersion
+    );
     wrong.set_data(&p, b"open", None).await.unwrap();
 
     drop((owner, anon, wrong, plain));
@@ -564,11 +921,17 @@ async fn digest_auth_grants_access_to_a_digest_acl() {
 async fn session_timeout_is_negotiated_within_bounds() {
     let t = Target::start("negotiate").await;
     // min = 2 × tickTime = 200 ms.
-    let short = t.connect_with(zk::Client::connector().with_session_timeout(Duration::from_millis(50))).await;
+    let short = t
+        .connect_with(zk::Client::connector().with_session_timeout(Duration::from_millis(50)))
+        .await;
     assert_eq!(short.session_timeout(), Duration::from_millis(200));
-    let mid = t.connect_with(zk::Client::connector().with_session_timeout(Duration::from_millis(1500))).await;
+    let mid = t
+        .connect_with(zk::Client::connector().with_session_timeout(Duration::from_millis(1500)))
+        .await;
     assert_eq!(mid.session_timeout(), Duration::from_millis(1500));
-    let long = t.connect_with(zk::Client::connector().with_session_timeout(Duration::from_secs(600))).await;
+    let long = t
+        .connect_with(zk::Client::connector().with_session_timeout(Duration::from_secs(600)))
+        .await;
     assert_eq!(long.session_timeout(), Duration::from_millis(20_000));
     assert_ne!(short.session_id(), mid.session_id());
     drop((short, mid, long));
@@ -583,13 +946,21 @@ async fn ephemeral_expires_when_connection_is_dropped_without_close() {
     // A detached client does not send closeSession when the last handle is dropped: it
     // just closes its socket, leaving the session to expire on the server.
     let requested = Duration::from_millis(500);
-    let owner = t.connect_with(zk::Client::connector().with_session_timeout(requested).with_detached()).await;
+    let owner = t
+        .connect_with(
+            zk::Client::connector()
+                .with_session_timeout(requested)
+                .with_detached(),
+        )
+        .await;
     let timeout = owner.session_timeout();
     assert_eq!(timeout, requested);
     let owner_session = owner.session().clone();
     let owner_id = owner.session_id();
     let eph = t.path("eph");
-    let (stat, _) = create(&owner, &eph, b"mine", zk::CreateMode::Ephemeral).await.unwrap();
+    let (stat, _) = create(&owner, &eph, b"mine", zk::CreateMode::Ephemeral)
+        .await
+        .unwrap();
     assert_eq!(stat.ephemeral_owner, owner_id.0);
 
     let (stat, w) = observer.check_and_watch_stat(&eph).await.unwrap();
@@ -598,29 +969,43 @@ async fn ephemeral_expires_when_connection_is_dropped_without_close() {
     let mut state = owner.state_watcher();
     drop(owner);
     let dropped = Instant::now();
-    assert_eq!(guard("detached client to close", state.changed()).await, zk::SessionState::Closed);
+    assert_eq!(
+        guard("detached client to close", state.changed()).await,
+        zk::SessionState::Closed
+    );
 
     let ev = guard("NodeDeleted after session expiry", w.changed()).await;
     let elapsed = dropped.elapsed();
     eprintln!("ephemeral deleted {elapsed:?} after the connection was dropped (session timeout {timeout:?})");
-    assert_eq!((ev.event_type, ev.path.as_str()), (zk::EventType::NodeDeleted, eph.as_str()));
+    assert_eq!(
+        (ev.event_type, ev.path.as_str()),
+        (zk::EventType::NodeDeleted, eph.as_str())
+    );
     // Lower bound only (safe under load): the last ping was at most 3/20 of the timeout
     // before the drop, so an expiry cannot come before about 85% of the timeout; a
     // deletion much earlier would mean the session was closed, not expired.
-    assert!(elapsed >= timeout / 2, "ephemeral deleted {elapsed:?} after the drop, session timeout {timeout:?}");
+    assert!(
+        elapsed >= timeout / 2,
+        "ephemeral deleted {elapsed:?} after the drop, session timeout {timeout:?}"
+    );
     assert_eq!(observer.check_stat(&eph).await.unwrap(), None);
 
     // The expired session cannot be resumed.
     let err = guard(
         "reconnect to expired session",
-        zk::Client::connector().with_session(owner_session).with_session_timeout(requested).connect(&t.connect),
+        zk::Client::connector()
+            .with_session(owner_session)
+            .with_session_timeout(requested)
+            .connect(&t.connect),
     )
     .await
     .unwrap_err();
     assert_eq!(err, zk::Error::SessionExpired);
 
     // The observer's own session is unaffected.
-    create(&observer, &t.path("after"), b"", zk::CreateMode::Ephemeral).await.unwrap();
+    create(&observer, &t.path("after"), b"", zk::CreateMode::Ephemeral)
+        .await
+        .unwrap();
     drop(observer);
     t.stop().await;
 }
@@ -654,19 +1039,35 @@ async fn detached_session_can_be_resumed_before_it_expires() {
     let session = owner.session().clone();
     let id = owner.session_id();
     let eph = t.path("eph");
-    create(&owner, &eph, b"", zk::CreateMode::Ephemeral).await.unwrap();
+    create(&owner, &eph, b"", zk::CreateMode::Ephemeral)
+        .await
+        .unwrap();
     let mut state = owner.state_watcher();
     drop(owner);
-    assert_eq!(guard("detached client to close", state.changed()).await, zk::SessionState::Closed);
+    assert_eq!(
+        guard("detached client to close", state.changed()).await,
+        zk::SessionState::Closed
+    );
 
     // Same session id, ephemeral still there and still owned by it.
     let resumed = t.connect_with(t.connector().with_session(session)).await;
     assert_eq!(resumed.session_id(), id);
-    assert_eq!(resumed.check_stat(&eph).await.unwrap().unwrap().ephemeral_owner, id.0);
+    assert_eq!(
+        resumed
+            .check_stat(&eph)
+            .await
+            .unwrap()
+            .unwrap()
+            .ephemeral_owner,
+        id.0
+    );
     // Closing it (not detached) deletes the ephemeral.
     let observer = t.client().await;
     drop(resumed);
-    assert_eq!(guard("ephemeral gone after close", wait_gone(&observer, &eph)).await, None);
+    assert_eq!(
+        guard("ephemeral gone after close", wait_gone(&observer, &eph)).await,
+        None
+    );
     drop(observer);
     t.stop().await;
 }

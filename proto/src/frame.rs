@@ -51,7 +51,10 @@ mod tests {
     #[test]
     fn refuses_oversized_and_negative_lengths() {
         let mut b = BytesMut::from(&11i32.to_be_bytes()[..]);
-        assert_eq!(take_frame(&mut b, 10), Err(FrameError::BadLength { len: 11, max: 10 }));
+        assert_eq!(
+            take_frame(&mut b, 10),
+            Err(FrameError::BadLength { len: 11, max: 10 })
+        );
         let mut b = BytesMut::from(&(-1i32).to_be_bytes()[..]);
         assert!(take_frame(&mut b, 10).is_err());
     }

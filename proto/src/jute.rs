@@ -51,7 +51,10 @@ impl<'a> Reader<'a> {
 
     fn take(&mut self, n: usize) -> Result<&'a [u8], DecodeError> {
         if self.remaining() < n {
-            return Err(DecodeError::Truncated { offset: self.pos, needed: n - self.remaining() });
+            return Err(DecodeError::Truncated {
+                offset: self.pos,
+                needed: n - self.remaining(),
+            });
         }
         let s = &self.buf[self.pos..self.pos + n];
         self.pos += n;
@@ -101,7 +104,9 @@ impl<'a> Reader<'a> {
             None => Ok(None),
             Some(n) => {
                 let b = self.take(n)?;
-                String::from_utf8(b.to_vec()).map(Some).map_err(|_| DecodeError::BadUtf8 { offset })
+                String::from_utf8(b.to_vec())
+                    .map(Some)
+                    .map_err(|_| DecodeError::BadUtf8 { offset })
             }
         }
     }
@@ -127,7 +132,10 @@ impl<'a> Reader<'a> {
         Ok(n as usize)
     }
 
-    pub fn read_vec<T>(&mut self, mut f: impl FnMut(&mut Self) -> Result<T, DecodeError>) -> Result<Vec<T>, DecodeError> {
+    pub fn read_vec<T>(
+        &mut self,
+        mut f: impl FnMut(&mut Self) -> Result<T, DecodeError>,
+    ) -> Result<Vec<T>, DecodeError> {
         let n = self.read_vec_len()?;
         let mut v = Vec::with_capacity(n.min(1024));
         for _ in 0..n {
@@ -154,7 +162,9 @@ pub struct Writer {
 
 impl Writer {
     pub fn new() -> Self {
-        Writer { buf: Vec::with_capacity(64) }
+        Writer {
+            buf: Vec::with_capacity(64),
+        }
     }
 
     /// A writer that starts with a 4-byte placeholder for the frame length;
@@ -251,7 +261,10 @@ mod tests {
         assert!(r.read_bool().unwrap());
         assert_eq!(r.read_buffer().unwrap(), None);
         assert_eq!(r.read_ustring().unwrap(), "héllo");
-        assert_eq!(r.read_string_vec().unwrap(), vec!["a".to_string(), "bc".to_string()]);
+        assert_eq!(
+            r.read_string_vec().unwrap(),
+            vec!["a".to_string(), "bc".to_string()]
+        );
         assert!(r.is_empty());
     }
 
@@ -261,10 +274,19 @@ mod tests {
         w.write_i32(100);
         w.buf.extend_from_slice(b"short");
         let b = w.into_inner();
-        assert!(matches!(Reader::new(&b).read_buffer(), Err(DecodeError::BadLength { len: 100, .. })));
-        assert!(matches!(Reader::new(&[0, 0]).read_i32(), Err(DecodeError::Truncated { .. })));
+        assert!(matches!(
+            Reader::new(&b).read_buffer(),
+            Err(DecodeError::BadLength { len: 100, .. })
+        ));
+        assert!(matches!(
+            Reader::new(&[0, 0]).read_i32(),
+            Err(DecodeError::Truncated { .. })
+        ));
         let neg = (-7i32).to_be_bytes();
-        assert!(matches!(Reader::new(&neg).read_string_vec(), Err(DecodeError::BadLength { len: -7, .. })));
+        assert!(matches!(
+            Reader::new(&neg).read_string_vec(),
+            Err(DecodeError::BadLength { len: -7, .. })
+        ));
         let huge = i32::MAX.to_be_bytes();
         assert!(Reader::new(&huge).read_string_vec().is_err());
     }

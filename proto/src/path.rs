@@ -37,7 +37,10 @@ fn validate(path: &str) -> Result<(), ErrorCode> {
 
 fn invalid_char(c: char) -> bool {
     let c = c as u32;
-    c <= 0x1f || (0x7f..=0x9f).contains(&c) || (0xd800..=0xf8ff).contains(&c) || (0xfff0..=0xffff).contains(&c)
+    c <= 0x1f
+        || (0x7f..=0x9f).contains(&c)
+        || (0xd800..=0xf8ff).contains(&c)
+        || (0xfff0..=0xffff).contains(&c)
 }
 
 /// Parent of a valid, non-root path (`/a/b` → `/a`, `/a` → `/`).
@@ -71,7 +74,15 @@ mod tests {
 
     #[test]
     fn accepts_valid_paths() {
-        for p in ["/", "/a", "/a/b", "/a.b", "/...", "/zookeeper/quota", "/héllo"] {
+        for p in [
+            "/",
+            "/a",
+            "/a/b",
+            "/a.b",
+            "/...",
+            "/zookeeper/quota",
+            "/héllo",
+        ] {
             assert_eq!(validate_path(p, false), Ok(()), "{p}");
         }
         assert_eq!(validate_path("/a/", true), Ok(()));
@@ -79,8 +90,26 @@ mod tests {
 
     #[test]
     fn rejects_invalid_paths() {
-        for p in ["", "a", "//", "/a//b", "/a/", "/.", "/a/..", "/a/./b", "/a\u{0}b", "/a\u{1e}", "/\u{7f}", "/\u{fff5}", "/\u{e000}"] {
-            assert_eq!(validate_path(p, false), Err(ErrorCode::BadArguments), "{p:?}");
+        for p in [
+            "",
+            "a",
+            "//",
+            "/a//b",
+            "/a/",
+            "/.",
+            "/a/..",
+            "/a/./b",
+            "/a\u{0}b",
+            "/a\u{1e}",
+            "/\u{7f}",
+            "/\u{fff5}",
+            "/\u{e000}",
+        ] {
+            assert_eq!(
+                validate_path(p, false),
+                Err(ErrorCode::BadArguments),
+                "{p:?}"
+            );
         }
         assert_eq!(validate_path("/a//", true), Err(ErrorCode::BadArguments));
     }

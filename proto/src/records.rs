@@ -64,31 +64,83 @@ record!(
         aversion: i32, ephemeral_owner: i64, data_length: i32, num_children: i32, pzxid: i64,
     }
 );
-record!(ClientInfo { auth_scheme: str, user: str });
+record!(ClientInfo {
+    auth_scheme: str,
+    user: str
+});
 
 record!(RequestHeader { xid: i32, op: i32 });
-record!(ReplyHeader { xid: i32, zxid: i64, err: i32 });
-record!(WatcherEvent { event_type: i32, state: i32, path: str });
-record!(AuthPacket { auth_type: i32, scheme: str, auth: buf });
-record!(MultiHeader { op: i32, done: bool, err: i32 });
+record!(ReplyHeader {
+    xid: i32,
+    zxid: i64,
+    err: i32
+});
+record!(WatcherEvent {
+    event_type: i32,
+    state: i32,
+    path: str
+});
+record!(AuthPacket {
+    auth_type: i32,
+    scheme: str,
+    auth: buf
+});
+record!(MultiHeader {
+    op: i32,
+    done: bool,
+    err: i32
+});
 record!(ErrorResponse { err: i32 });
 
 record!(CreateRequest { path: str, data: buf, acl: recs<Acl>, flags: i32 });
 record!(CreateTtlRequest { path: str, data: buf, acl: recs<Acl>, flags: i32, ttl: i64 });
-record!(DeleteRequest { path: str, version: i32 });
-record!(PathWatchRequest { path: str, watch: bool });
-record!(SetDataRequest { path: str, data: buf, version: i32 });
+record!(DeleteRequest {
+    path: str,
+    version: i32
+});
+record!(PathWatchRequest {
+    path: str,
+    watch: bool
+});
+record!(SetDataRequest {
+    path: str,
+    data: buf,
+    version: i32
+});
 record!(PathRequest { path: str });
 record!(SetAclRequest { path: str, acl: recs<Acl>, version: i32 });
-record!(CheckVersionRequest { path: str, version: i32 });
-record!(WatchesRequest { path: str, watcher_type: i32 });
-record!(SetWatches { relative_zxid: i64, data_watches: strs, exist_watches: strs, child_watches: strs });
-record!(SetWatches2 {
-    relative_zxid: i64, data_watches: strs, exist_watches: strs, child_watches: strs,
-    persistent_watches: strs, persistent_recursive_watches: strs,
+record!(CheckVersionRequest {
+    path: str,
+    version: i32
 });
-record!(AddWatchRequest { path: str, mode: i32 });
-record!(ReconfigRequest { joining_servers: str, leaving_servers: str, new_members: str, cur_config_id: i64 });
+record!(WatchesRequest {
+    path: str,
+    watcher_type: i32
+});
+record!(SetWatches {
+    relative_zxid: i64,
+    data_watches: strs,
+    exist_watches: strs,
+    child_watches: strs
+});
+record!(SetWatches2 {
+    relative_zxid: i64,
+    data_watches: strs,
+    exist_watches: strs,
+    child_watches: strs,
+    persistent_watches: strs,
+    persistent_recursive_watches: strs,
+});
+record!(AddWatchRequest {
+    path: str,
+    mode: i32
+});
+record!(ReconfigRequest {
+    joining_servers: str,
+    leaving_servers: str,
+    new_members: str,
+    cur_config_id: i64
+});
 
 record!(CreateResponse { path: str });
 record!(Create2Response { path: str, stat: rec<Stat> });
@@ -121,8 +173,19 @@ impl Record for ConnectRequest {
         let timeout_ms = r.read_i32()?;
         let session_id = r.read_i64()?;
         let passwd = r.read_buffer()?.unwrap_or_default();
-        let read_only = if r.is_empty() { None } else { Some(r.read_bool()?) };
-        Ok(ConnectRequest { protocol_version, last_zxid_seen, timeout_ms, session_id, passwd, read_only })
+        let read_only = if r.is_empty() {
+            None
+        } else {
+            Some(r.read_bool()?)
+        };
+        Ok(ConnectRequest {
+            protocol_version,
+            last_zxid_seen,
+            timeout_ms,
+            session_id,
+            passwd,
+            read_only,
+        })
     }
 
     fn encode(&self, w: &mut Writer) {
@@ -153,8 +216,18 @@ impl Record for ConnectResponse {
         let timeout_ms = r.read_i32()?;
         let session_id = r.read_i64()?;
         let passwd = r.read_buffer()?.unwrap_or_default();
-        let read_only = if r.is_empty() { None } else { Some(r.read_bool()?) };
-        Ok(ConnectResponse { protocol_version, timeout_ms, session_id, passwd, read_only })
+        let read_only = if r.is_empty() {
+            None
+        } else {
+            Some(r.read_bool()?)
+        };
+        Ok(ConnectResponse {
+            protocol_version,
+            timeout_ms,
+            session_id,
+            passwd,
+            read_only,
+        })
     }
 
     fn encode(&self, w: &mut Writer) {
@@ -174,7 +247,19 @@ mod tests {
 
     #[test]
     fn stat_is_68_bytes_in_field_order() {
-        let s = Stat { czxid: 1, mzxid: 2, ctime: 3, mtime: 4, version: 5, cversion: 6, aversion: 7, ephemeral_owner: 8, data_length: 9, num_children: 10, pzxid: 11 };
+        let s = Stat {
+            czxid: 1,
+            mzxid: 2,
+            ctime: 3,
+            mtime: 4,
+            version: 5,
+            cversion: 6,
+            aversion: 7,
+            ephemeral_owner: 8,
+            data_length: 9,
+            num_children: 10,
+            pzxid: 11,
+        };
         let b = s.to_bytes();
         assert_eq!(b.len(), 68);
         assert_eq!(&b[..8], &1i64.to_be_bytes());
@@ -184,13 +269,28 @@ mod tests {
 
     #[test]
     fn connect_request_read_only_is_optional() {
-        let mut req = ConnectRequest { timeout_ms: 30000, passwd: vec![0; 16], ..Default::default() };
+        let mut req = ConnectRequest {
+            timeout_ms: 30000,
+            passwd: vec![0; 16],
+            ..Default::default()
+        };
         assert_eq!(req.to_bytes().len(), 44);
-        assert_eq!(ConnectRequest::from_bytes(&req.to_bytes()).unwrap().read_only, None);
+        assert_eq!(
+            ConnectRequest::from_bytes(&req.to_bytes())
+                .unwrap()
+                .read_only,
+            None
+        );
         req.read_only = Some(false);
         assert_eq!(req.to_bytes().len(), 45);
         assert_eq!(ConnectRequest::from_bytes(&req.to_bytes()).unwrap(), req);
-        let resp = ConnectResponse { timeout_ms: 4000, session_id: 7, passwd: vec![1; 16], read_only: Some(false), ..Default::default() };
+        let resp = ConnectResponse {
+            timeout_ms: 4000,
+            session_id: 7,
+            passwd: vec![1; 16],
+            read_only: Some(false),
+            ..Default::default()
+        };
         assert_eq!(resp.to_bytes().len(), 37);
     }
 
@@ -199,7 +299,13 @@ mod tests {
         let c = CreateRequest {
             path: "/a".into(),
             data: Some(b"x".to_vec()),
-            acl: vec![Acl { perms: 31, id: Id { scheme: "world".into(), id: "anyone".into() } }],
+            acl: vec![Acl {
+                perms: 31,
+                id: Id {
+                    scheme: "world".into(),
+                    id: "anyone".into(),
+                },
+            }],
             flags: 3,
         };
         assert_eq!(CreateRequest::from_bytes(&c.to_bytes()).unwrap(), c);

@@ -46,10 +46,24 @@ impl CreateOp {
     fn decode(kind: CreateKind, r: &mut Reader<'_>) -> Result<Self, DecodeError> {
         if kind == CreateKind::Ttl {
             let t = CreateTtlRequest::decode(r)?;
-            Ok(CreateOp { kind, path: t.path, data: t.data, acl: t.acl, flags: t.flags, ttl: t.ttl })
+            Ok(CreateOp {
+                kind,
+                path: t.path,
+                data: t.data,
+                acl: t.acl,
+                flags: t.flags,
+                ttl: t.ttl,
+            })
         } else {
             let c = CreateRequest::decode(r)?;
-            Ok(CreateOp { kind, path: c.path, data: c.data, acl: c.acl, flags: c.flags, ttl: -1 })
+            Ok(CreateOp {
+                kind,
+                path: c.path,
+                data: c.data,
+                acl: c.acl,
+                flags: c.flags,
+                ttl: -1,
+            })
         }
     }
 
@@ -122,7 +136,10 @@ pub enum Request {
     RemoveWatches(WatchesRequest),
     Auth(AuthPacket),
     /// setWatches (op 101) is decoded into the setWatches2 shape with empty persistent lists.
-    SetWatches { v2: bool, watches: SetWatches2 },
+    SetWatches {
+        v2: bool,
+        watches: SetWatches2,
+    },
     Sasl(Option<Vec<u8>>),
     GetEphemerals(PathRequest),
     GetAllChildrenNumber(PathRequest),
@@ -156,12 +173,16 @@ impl Request {
                     ops.push(match opcode {
                         op::CREATE => WriteOp::Create(CreateOp::decode(CreateKind::Create, r)?),
                         op::CREATE2 => WriteOp::Create(CreateOp::decode(CreateKind::Create2, r)?),
-                        op::CREATE_CONTAINER => WriteOp::Create(CreateOp::decode(CreateKind::Container, r)?),
+                        op::CREATE_CONTAINER => {
+                            WriteOp::Create(CreateOp::decode(CreateKind::Container, r)?)
+                        }
                         op::CREATE_TTL => WriteOp::Create(CreateOp::decode(CreateKind::Ttl, r)?),
                         op::DELETE => WriteOp::Delete(DeleteRequest::decode(r)?),
                         op::SET_DATA => WriteOp::SetData(SetDataRequest::decode(r)?),
                         op::CHECK => WriteOp::Check(CheckVersionRequest::decode(r)?),
-                        op::GET_DATA | op::GET_CHILDREN => return Err(DecodeError::Invalid("read operation in a write multi")),
+                        op::GET_DATA | op::GET_CHILDREN => {
+                            return Err(DecodeError::Invalid("read operation in a write multi"))
+                        }
                         other => return Err(DecodeError::UnknownOpCode(other)),
                     });
                     Ok(())
@@ -174,7 +195,13 @@ impl Request {
                     ops.push(match opcode {
                         op::GET_CHILDREN => ReadOp::GetChildren(PathWatchRequest::decode(r)?),
                         op::GET_DATA => ReadOp::GetData(PathWatchRequest::decode(r)?),
-                        op::CREATE | op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL | op::DELETE | op::SET_DATA | op::CHECK => {
+                        op::CREATE
+                        | op::CREATE2
+                        | op::CREATE_CONTAINER
+                        | op::CREATE_TTL
+                        | op::DELETE
+                        | op::SET_DATA
+                        | op::CHECK => {
                             return Err(DecodeError::Invalid("write operation in a read multi"))
                         }
                         other => return Err(DecodeError::UnknownOpCode(other)),
@@ -201,7 +228,10 @@ impl Request {
                     },
                 }
             }
-            op::SET_WATCHES2 => Request::SetWatches { v2: true, watches: SetWatches2::decode(r)? },
+            op::SET_WATCHES2 => Request::SetWatches {
+                v2: true,
+                watches: SetWatches2::decode(r)?,
+            },
             op::SASL => Request::Sasl(r.read_buffer()?),
             op::GET_EPHEMERALS => Request::GetEphemerals(PathRequest::decode(r)?),
             op::GET_ALL_CHILDREN_NUMBER => Request::GetAllChildrenNumber(PathRequest::decode(r)?),
@@ -249,15 +279,26 @@ impl Request {
         match self {
             Request::Create(c) => c.encode(w),
             Request::Delete(d) => d.encode(w),
-            Request::Exists(p) | Request::GetData(p) | Request::GetChildren(p) | Request::GetChildren2(p) => p.encode(w),
+            Request::Exists(p)
+            | Request::GetData(p)
+            | Request::GetChildren(p)
+            | Request::GetChildren2(p) => p.encode(w),
             Request::SetData(s) => s.encode(w),
-            Request::GetAcl(p) | Request::Sync(p) | Request::GetEphemerals(p) | Request::GetAllChildrenNumber(p) => p.encode(w),
+            Request::GetAcl(p)
+            | Request::Sync(p)
+            | Request::GetEphemerals(p)
+            | Request::GetAllChildrenNumber(p) => p.encode(w),
             Request::SetAcl(s) => s.encode(w),
             Request::Ping | Request::WhoAmI | Request::CloseSession => {}
             Request::Check(c) => c.encode(w),
             Request::Multi(ops) => {
                 for o in ops {
-                    MultiHeader { op: o.opcode(), done: false, err: -1 }.encode(w);
+                    MultiHeader {
+                        op: o.opcode(),
+                        done: false,
+                        err: -1,
+                    }
+                    .encode(w);
                     match o {
                         WriteOp::Create(c) => c.encode(w),
                         WriteOp::Delete(d) => d.encode(w),
@@ -265,7 +306,12 @@ impl Request {
                         WriteOp::Check(c) => c.encode(w),
                     }
                 }
-                MultiHeader { op: -1, done: true, err: -1 }.encode(w);
+                MultiHeader {
+                    op: -1,
+                    done: true,
+                    err: -1,
+                }
+                .encode(w);
             }
             Request::MultiRead(ops) => {
                 for o in ops {
@@ -273,10 +319,20 @@ impl Request {
                         ReadOp::GetChildren(p) => (op::GET_CHILDREN, p),
                         ReadOp::GetData(p) => (op::GET_DATA, p),
                     };
-                    MultiHeader { op: code, done: false, err: -1 }.encode(w);
+                    MultiHeader {
+                        op: code,
+                        done: false,
+                        err: -1,
+                    }
+                    .encode(w);
                     p.encode(w);
                 }
-                MultiHeader { op: -1, done: true, err: -1 }.encode(w);
+                MultiHeader {
+                    op: -1,
+                    done: true,
+                    err: -1,
+                }
+                .encode(w);
             }
             Request::Reconfig(r) => r.encode(w),
             Request::CheckWatches(x) | Request::RemoveWatches(x) => x.encode(w),
@@ -298,13 +354,23 @@ impl Request {
     pub fn is_write(&self) -> bool {
         matches!(
             self,
-            Request::Create(_) | Request::Delete(_) | Request::SetData(_) | Request::SetAcl(_) | Request::Check(_) | Request::Multi(_) | Request::Reconfig(_) | Request::CloseSession
+            Request::Create(_)
+                | Request::Delete(_)
+                | Request::SetData(_)
+                | Request::SetAcl(_)
+                | Request::Check(_)
+                | Request::Multi(_)
+                | Request::Reconfig(_)
+                | Request::CloseSession
         )
     }
 }
 
 /// Walks `MultiHeader`-framed sub-requests until the `done` header.
-fn for_each_multi_op(r: &mut Reader<'_>, mut f: impl FnMut(i32, &mut Reader<'_>) -> Result<(), DecodeError>) -> Result<(), DecodeError> {
+fn for_each_multi_op(
+    r: &mut Reader<'_>,
+    mut f: impl FnMut(i32, &mut Reader<'_>) -> Result<(), DecodeError>,
+) -> Result<(), DecodeError> {
     loop {
         let h = MultiHeader::decode(r)?;
         if h.done {
@@ -325,7 +391,11 @@ pub fn decode_request(frame: &[u8]) -> Result<(RequestHeader, Request), DecodeEr
 /// Encodes a full request frame (length prefix included).
 pub fn encode_request_frame(xid: i32, req: &Request) -> Vec<u8> {
     let mut w = Writer::framed();
-    RequestHeader { xid, op: req.opcode() }.encode(&mut w);
+    RequestHeader {
+        xid,
+        op: req.opcode(),
+    }
+    .encode(&mut w);
     req.encode(&mut w);
     w.finish_frame()
 }

@@ -11,14 +11,26 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OpResult {
     /// op 1.
-    Create { path: String },
+    Create {
+        path: String,
+    },
     /// ops 15, 19, 21 (ZooKeeper reports them all as create2).
-    Create2 { path: String, stat: Stat },
+    Create2 {
+        path: String,
+        stat: Stat,
+    },
     Delete,
-    SetData { stat: Stat },
+    SetData {
+        stat: Stat,
+    },
     Check,
-    GetData { data: Option<Vec<u8>>, stat: Stat },
-    GetChildren { children: Vec<String> },
+    GetData {
+        data: Option<Vec<u8>>,
+        stat: Stat,
+    },
+    GetChildren {
+        children: Vec<String>,
+    },
     Error(ErrorCode),
 }
 
@@ -34,7 +46,12 @@ impl OpResult {
             OpResult::GetChildren { .. } => (op::GET_CHILDREN, 0),
             OpResult::Error(e) => (op::ERROR, e.code()),
         };
-        MultiHeader { op: t, done: false, err }.encode(w);
+        MultiHeader {
+            op: t,
+            done: false,
+            err,
+        }
+        .encode(w);
         match self {
             OpResult::Create { path } => w.write_ustring(path),
             OpResult::Create2 { path, stat } => {
@@ -54,16 +71,31 @@ impl OpResult {
 
     fn decode(h: &MultiHeader, r: &mut Reader<'_>) -> Result<OpResult, DecodeError> {
         Ok(match h.op {
-            op::CREATE => OpResult::Create { path: r.read_ustring()? },
-            op::CREATE2 | op::CREATE_TTL | op::CREATE_CONTAINER => OpResult::Create2 { path: r.read_ustring()?, stat: Stat::decode(r)? },
+            op::CREATE => OpResult::Create {
+                path: r.read_ustring()?,
+            },
+            op::CREATE2 | op::CREATE_TTL | op::CREATE_CONTAINER => OpResult::Create2 {
+                path: r.read_ustring()?,
+                stat: Stat::decode(r)?,
+            },
             op::DELETE => OpResult::Delete,
-            op::SET_DATA => OpResult::SetData { stat: Stat::decode(r)? },
+            op::SET_DATA => OpResult::SetData {
+                stat: Stat::decode(r)?,
+            },
             op::CHECK => OpResult::Check,
-            op::GET_DATA => OpResult::GetData { data: r.read_buffer()?, stat: Stat::decode(r)? },
-            op::GET_CHILDREN => OpResult::GetChildren { children: r.read_string_vec()? },
+            op::GET_DATA => OpResult::GetData {
+                data: r.read_buffer()?,
+                stat: Stat::decode(r)?,
+            },
+            op::GET_CHILDREN => OpResult::GetChildren {
+                children: r.read_string_vec()?,
+            },
             op::ERROR => {
                 let code = r.read_i32()?;
-                OpResult::Error(ErrorCode::from_i32(code).ok_or(DecodeError::BadValue { field: "err", value: code as i64 })?)
+                OpResult::Error(ErrorCode::from_i32(code).ok_or(DecodeError::BadValue {
+                    field: "err",
+                    value: code as i64,
+                })?)
             }
             other => return Err(DecodeError::UnknownOpCode(other)),
         })
@@ -75,14 +107,28 @@ impl OpResult {
 pub enum Response {
     /// delete, setWatches, removeWatches, checkWatches, closeSession, auth: no body.
     Empty,
-    Create { path: String },
-    Create2 { path: String, stat: Stat },
+    Create {
+        path: String,
+    },
+    Create2 {
+        path: String,
+        stat: Stat,
+    },
     /// exists, setData, setACL, check.
     Stat(Stat),
-    GetData { data: Option<Vec<u8>>, stat: Stat },
-    GetAcl { acl: Vec<Acl>, stat: Stat },
+    GetData {
+        data: Option<Vec<u8>>,
+        stat: Stat,
+    },
+    GetAcl {
+        acl: Vec<Acl>,
+        stat: Stat,
+    },
     Children(Vec<String>),
-    Children2 { children: Vec<String>, stat: Stat },
+    Children2 {
+        children: Vec<String>,
+        stat: Stat,
+    },
     /// sync.
     Path(String),
     Multi(Vec<OpResult>),
@@ -122,7 +168,12 @@ impl Response {
                 for r in results {
                     r.encode(w);
                 }
-                MultiHeader { op: -1, done: true, err: -1 }.encode(w);
+                MultiHeader {
+                    op: -1,
+                    done: true,
+                    err: -1,
+                }
+                .encode(w);
             }
             Response::AllChildrenNumber(n) => w.write_i32(*n),
             Response::AddWatch => w.write_i32(0),
@@ -134,13 +185,27 @@ impl Response {
     /// Decodes the body of a successful reply to a request sent with `opcode`.
     pub fn decode(opcode: i32, r: &mut Reader<'_>) -> Result<Response, DecodeError> {
         Ok(match opcode {
-            op::CREATE => Response::Create { path: r.read_ustring()? },
-            op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => Response::Create2 { path: r.read_ustring()?, stat: Stat::decode(r)? },
+            op::CREATE => Response::Create {
+                path: r.read_ustring()?,
+            },
+            op::CREATE2 | op::CREATE_CONTAINER | op::CREATE_TTL => Response::Create2 {
+                path: r.read_ustring()?,
+                stat: Stat::decode(r)?,
+            },
             op::EXISTS | op::SET_DATA | op::SET_ACL | op::CHECK => Response::Stat(Stat::decode(r)?),
-            op::GET_DATA | op::RECONFIG => Response::GetData { data: r.read_buffer()?, stat: Stat::decode(r)? },
-            op::GET_ACL => Response::GetAcl { acl: r.read_vec(Acl::decode)?, stat: Stat::decode(r)? },
+            op::GET_DATA | op::RECONFIG => Response::GetData {
+                data: r.read_buffer()?,
+                stat: Stat::decode(r)?,
+            },
+            op::GET_ACL => Response::GetAcl {
+                acl: r.read_vec(Acl::decode)?,
+                stat: Stat::decode(r)?,
+            },
             op::GET_CHILDREN => Response::Children(r.read_string_vec()?),
-            op::GET_CHILDREN2 => Response::Children2 { children: r.read_string_vec()?, stat: Stat::decode(r)? },
+            op::GET_CHILDREN2 => Response::Children2 {
+                children: r.read_string_vec()?,
+                stat: Stat::decode(r)?,
+            },
             op::SYNC => Response::Path(r.read_ustring()?),
             op::MULTI | op::MULTI_READ => {
                 let mut results = Vec::new();
@@ -174,7 +239,12 @@ pub fn encode_reply_frame(xid: i32, zxid: i64, result: &Result<Response, ErrorCo
             ReplyHeader { xid, zxid, err: 0 }.encode(&mut w);
             resp.encode(&mut w);
         }
-        Err(e) => ReplyHeader { xid, zxid, err: e.code() }.encode(&mut w),
+        Err(e) => ReplyHeader {
+            xid,
+            zxid,
+            err: e.code(),
+        }
+        .encode(&mut w),
     }
     w.finish_frame()
 }
@@ -182,7 +252,12 @@ pub fn encode_reply_frame(xid: i32, zxid: i64, result: &Result<Response, ErrorCo
 /// Encodes a watch notification frame (xid -1).
 pub fn encode_event_frame(zxid: i64, event: &WatcherEvent) -> Vec<u8> {
     let mut w = Writer::framed();
-    ReplyHeader { xid: crate::consts::xid::NOTIFICATION, zxid, err: 0 }.encode(&mut w);
+    ReplyHeader {
+        xid: crate::consts::xid::NOTIFICATION,
+        zxid,
+        err: 0,
+    }
+    .encode(&mut w);
     event.encode(&mut w);
     w.finish_frame()
 }

@@ -91,21 +91,28 @@ impl<C: StoreTypeConfig> Clone for LogStore<C> {
 /// handle on the database.
 fn spawn_syncer<C: StoreTypeConfig>(db: Arc<RaftDb>) -> mpsc::Sender<LogFlushed<C>> {
     let (tx, rx) = mpsc::channel::<LogFlushed<C>>();
-    let spawned = std::thread::Builder::new().name("raft-log-fsync".into()).spawn(move || {
-        while let Ok(first) = rx.recv() {
-            let mut waiting = vec![first];
-            waiting.extend(rx.try_iter());
-            // DURABILITY RULE: a callback is called only after an fsync that started
-            // after its entries were written has returned; see `append`.
-            let synced = db.db().flush_wal(true);
-            if let Err(e) = &synced {
-                tracing::error!(error = %e, "fsync of the raft log failed");
+    let spawned = std::thread::Builder::new()
+        .name("raft-log-fsync".into())
+        .spawn(move || {
+            while let Ok(first) = rx.recv() {
+                let mut waiting = vec![first];
+                waiting.extend(rx.try_iter());
+                // DURABILITY RULE: a callback is called only after an fsync that started
+                // after its entries were written has returned; see `append`.
+                let synced = db.db().flush_wal(true);
+                if let Err(e) = &synced {
+                    tracing::error!(error = %e, "fsync of the raft log failed");
+                }
+                for cb in waiting {
+                    cb.log_io_completed(
+                        synced
+                            .as_ref()
+                            .map(|_| ())
+                            .map_err(|e| io::Error::other(e.to_string())),
+                    );
+                }
             }
-            for cb in waiting {
-                cb.log_io_completed(synced.as_ref().map(|_| ()).map_err(|e| io::Error::other(e.to_string())));
-            }
-        }
-    });
+        });
     if let Err(e) = spawned {
         // Without the thread the receiver is gone and every append reports an error
         // instead of hanging; say why once.

@@ -27,19 +27,48 @@ use wazoo_proto::consts::{add_watch_mode, op};
 use wazoo_proto::frame::take_frame;
 use wazoo_proto::response::encode_reply_frame;
 use wazoo_proto::{
-    ConnectRequest, ConnectResponse, DecodeError, ErrorCode, Id, Reader, Record, ReplyHeader, Request, RequestHeader, Response, SetWatches2, WriteOp, Writer,
+    ConnectRequest, ConnectResponse, DecodeError, ErrorCode, Id, Reader, Record, ReplyHeader,
+    Request, RequestHeader, Response, SetWatches2, WriteOp, Writer,
 };
 
 /// Work for the sequencer, in the session's request order.
 enum Pending {
     /// A write already submitted to raft.
-    Write { xid: i32, started: Instant, result: BoxFuture<'static, Result<CommandOutput, ProposeError>>, close_after: bool },
+    Write {
+        xid: i32,
+        started: Instant,
+        result: BoxFuture<'static, Result<CommandOutput, ProposeError>>,
+        close_after: bool,
+    },
     /// A read, with the identities the session had when it was sent.
-    Read { xid: i32, started: Instant, req: Request, auth: Arc<Vec<Id>> },
-    Sync { xid: i32, started: Instant, path: String },
-    SetWatches { xid: i32, watches: SetWatches2 },
-    AddWatch { xid: i32, started: Instant, path: String, recursive: bool },
-    Watches { xid: i32, started: Instant, path: String, wtype: i32, remove: bool },
+    Read {
+        xid: i32,
+        started: Instant,
+        req: Request,
+        auth: Arc<Vec<Id>>,
+    },
+    Sync {
+        xid: i32,
+        started: Instant,
+        path: String,
+    },
+    SetWatches {
+        xid: i32,
+        watches: SetWatches2,
+    },
+    AddWatch {
+        xid: i32,
+        started: Instant,
+        path: String,
+        recursive: bool,
+    },
+    Watches {
+        xid: i32,
+        started: Instant,
+        path: String,
+        wtype: i32,
+        remove: bool,
+    },
     /// A reply computed by the reader (ping, auth, errors).
     Reply(Vec<u8>),
     Close,
@@ -48,11 +77,17 @@ enum Pending {
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr) {
     let span = tracing::info_span!("conn", %remote, session = tracing::field::Empty);
     async move {
-        shared.stats.connections.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .stats
+            .connections
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if let Err(e) = run(&shared, stream, remote).await {
             debug!(error = %e, "connection closed");
         }
-        shared.stats.connections.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .stats
+            .connections
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
     }
     .instrument(span)
     .await
@@ -74,7 +109,11 @@ enum ConnError {
 }
 
 /// Reads until `buf` holds one complete frame, or the peer closes.
-async fn read_frame(stream: &mut (impl AsyncReadExt + Unpin), buf: &mut BytesMut, max: usize) -> Result<Option<BytesMut>, ConnError> {
+async fn read_frame(
+    stream: &mut (impl AsyncReadExt + Unpin),
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<BytesMut>, ConnError> {
     loop {
         if let Some(f) = take_frame(buf, max)? {
             return Ok(Some(f));
@@ -104,28 +143,54 @@ async fn run(shared: &Arc<Shared>, stream: TcpStream, remote: SocketAddr) -> Res
         }
     }
     let max = shared.config.jute_max_buffer;
-    let Some(frame) = read_frame(&mut rd, &mut buf, max).await? else { return Ok(()) };
+    let Some(frame) = read_frame(&mut rd, &mut buf, max).await? else {
+        return Ok(());
+    };
     let req = ConnectRequest::from_bytes(&frame)?;
     let (session_id, timeout_ms, passwd) = match establish(shared, &req).await? {
         Some(s) => s,
         None => {
             // Unknown or expired session, or a wrong password: timeout 0, then close.
-            let resp = ConnectResponse { protocol_version: 0, timeout_ms: 0, session_id: 0, passwd: vec![0; 16], read_only: req.read_only.map(|_| false) };
+            let resp = ConnectResponse {
+                protocol_version: 0,
+                timeout_ms: 0,
+                session_id: 0,
+                passwd: vec![0; 16],
+                read_only: req.read_only.map(|_| false),
+            };
             wr.write_all(&frame_of(&resp)).await?;
             let _ = wr.shutdown().await;
             return Err(ConnError::Refused("session refused"));
         }
     };
     tracing::Span::current().record("session", format!("0x{session_id:x}"));
-    info!(timeout_ms, reconnect = req.session_id != 0, "session established");
+    info!(
+        timeout_ms,
+        reconnect = req.session_id != 0,
+        "session established"
+    );
 
     let (out_tx, out_rx) = unbounded_channel::<Outbound>();
-    let conn = shared.watches.register(session_id, remote.to_string(), out_tx.clone());
-    let resp = ConnectResponse { protocol_version: 0, timeout_ms, session_id, passwd, read_only: req.read_only.map(|_| false) };
+    let conn = shared
+        .watches
+        .register(session_id, remote.to_string(), out_tx.clone());
+    let resp = ConnectResponse {
+        protocol_version: 0,
+        timeout_ms,
+        session_id,
+        passwd,
+        read_only: req.read_only.map(|_| false),
+    };
     let _ = out_tx.send(Outbound::Frame(frame_of(&resp)));
     let writer = tokio::spawn(write_loop(shared.clone(), wr, out_rx));
     let (seq_tx, seq_rx) = unbounded_channel::<Pending>();
-    let sequencer = tokio::spawn(sequence_loop(shared.clone(), conn, session_id, seq_rx, out_tx.clone()));
+    let sequencer = tokio::spawn(sequence_loop(
+        shared.clone(),
+        conn,
+        session_id,
+        seq_rx,
+        out_tx.clone(),
+    ));
 
     let mut writer = writer;
     let mut writer_done = false;
@@ -150,22 +215,34 @@ async fn run(shared: &Arc<Shared>, stream: TcpStream, remote: SocketAddr) -> Res
 
 /// New session: proposed through raft. Reconnect: checked against the replicated
 /// session table. None means refuse.
-async fn establish(shared: &Arc<Shared>, req: &ConnectRequest) -> Result<Option<(i64, i32, Vec<u8>)>, ConnError> {
+async fn establish(
+    shared: &Arc<Shared>,
+    req: &ConnectRequest,
+) -> Result<Option<(i64, i32, Vec<u8>)>, ConnError> {
     if req.last_zxid_seen > shared.sm.read().last_zxid() {
         // The client has seen a newer state than ours; ZooKeeper refuses by closing.
-        return Err(ConnError::Refused("client has seen a zxid newer than this server's"));
+        return Err(ConnError::Refused(
+            "client has seen a zxid newer than this server's",
+        ));
     }
     if req.session_id == 0 {
         let timeout_ms = shared.config.negotiate_timeout(req.timeout_ms);
         let mut passwd = vec![0u8; 16];
         rand::thread_rng().fill_bytes(&mut passwd);
-        let out = shared.write(CommandOp::CreateSession { timeout_ms, passwd: passwd.clone() }).await?;
+        let out = shared
+            .write(CommandOp::CreateSession {
+                timeout_ms,
+                passwd: passwd.clone(),
+            })
+            .await?;
         shared.tracker.add(out.session_id, timeout_ms);
         return Ok(Some((out.session_id, timeout_ms, passwd)));
     }
     let session = shared.sm.read().session(req.session_id).cloned();
     match session {
-        Some(s) if s.passwd == req.passwd && shared.tracker.touch(req.session_id) => Ok(Some((req.session_id, s.timeout_ms, s.passwd))),
+        Some(s) if s.passwd == req.passwd && shared.tracker.touch(req.session_id) => {
+            Ok(Some((req.session_id, s.timeout_ms, s.passwd)))
+        }
         // ZooKeeper also drops the session's live connection on a wrong password; we do
         // not, so knowing a session id (ephemeralOwner is public) does not let anyone
         // disconnect its client (docs/PROTOCOL.md).
@@ -180,7 +257,11 @@ fn frame_of(r: &impl Record) -> Vec<u8> {
 }
 
 fn header_only(xid: i32, zxid: i64, err: ErrorCode) -> Vec<u8> {
-    frame_of(&ReplyHeader { xid, zxid, err: err.code() })
+    frame_of(&ReplyHeader {
+        xid,
+        zxid,
+        err: err.code(),
+    })
 }
 
 async fn read_loop(
@@ -192,7 +273,10 @@ async fn read_loop(
     remote: SocketAddr,
     seq: &UnboundedSender<Pending>,
 ) -> Result<(), ConnError> {
-    let mut auth: Arc<Vec<Id>> = Arc::new(vec![Id { scheme: "ip".into(), id: remote.ip().to_string() }]);
+    let mut auth: Arc<Vec<Id>> = Arc::new(vec![Id {
+        scheme: "ip".into(),
+        id: remote.ip().to_string(),
+    }]);
     let mut shutdown = shared.shutdown.clone();
     let max = shared.config.jute_max_buffer;
     loop {
@@ -202,7 +286,10 @@ async fn read_loop(
         };
         let Some(frame) = frame else { return Ok(()) };
         let started = Instant::now();
-        shared.stats.packets_received.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .stats
+            .packets_received
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         if !shared.tracker.touch(session_id) && shared.sm.read().session(session_id).is_none() {
             return Err(ConnError::Refused("session expired"));
         }
@@ -210,17 +297,31 @@ async fn read_loop(
         let header = RequestHeader::decode(&mut r)?;
         let request = match Request::decode(header.op, &mut r) {
             Ok(req) => req,
-            Err(DecodeError::UnknownOpCode(code)) if code == op::DELETE_CONTAINER && header.op == code => {
+            Err(DecodeError::UnknownOpCode(code))
+                if code == op::DELETE_CONTAINER && header.op == code =>
+            {
                 // deleteContainer is server-internal; ZooKeeper answers a client that
                 // sends it with BadArguments and keeps the connection.
-                enqueue(shared, seq, Pending::Reply(header_only(header.xid, shared.sm.read().last_zxid(), ErrorCode::BadArguments)));
+                enqueue(
+                    shared,
+                    seq,
+                    Pending::Reply(header_only(
+                        header.xid,
+                        shared.sm.read().last_zxid(),
+                        ErrorCode::BadArguments,
+                    )),
+                );
                 continue;
             }
             Err(DecodeError::UnknownOpCode(code)) if header.op == code => {
                 // ZooKeeper's UnimplementedRequestProcessor: an error reply (zxid -1),
                 // then close.
                 warn!(opcode = code, "unknown opcode");
-                enqueue(shared, seq, Pending::Reply(header_only(header.xid, -1, ErrorCode::Unimplemented)));
+                enqueue(
+                    shared,
+                    seq,
+                    Pending::Reply(header_only(header.xid, -1, ErrorCode::Unimplemented)),
+                );
                 return Err(ConnError::Refused("unknown opcode"));
             }
             Err(e) => {
@@ -228,16 +329,33 @@ async fn read_loop(
                 // UTF-8, an unknown sub-operation in a multi): ZooKeeper answers
                 // MarshallingError for that request and keeps the connection.
                 debug!(error = %e, opcode = header.op, "undecodable request body");
-                enqueue(shared, seq, Pending::Reply(header_only(header.xid, shared.sm.read().last_zxid(), ErrorCode::MarshallingError)));
+                enqueue(
+                    shared,
+                    seq,
+                    Pending::Reply(header_only(
+                        header.xid,
+                        shared.sm.read().last_zxid(),
+                        ErrorCode::MarshallingError,
+                    )),
+                );
                 continue;
             }
         };
         let xid = header.xid;
         let p = match request {
-            Request::Ping => Pending::Reply(header_only(xid, shared.sm.read().last_zxid(), ErrorCode::Ok)),
+            Request::Ping => Pending::Reply(header_only(
+                xid,
+                shared.sm.read().last_zxid(),
+                ErrorCode::Ok,
+            )),
             Request::Auth(a) => {
                 let zxid = 0;
-                match authenticate(shared, remote, &a.scheme, a.auth.as_deref().unwrap_or_default()) {
+                match authenticate(
+                    shared,
+                    remote,
+                    &a.scheme,
+                    a.auth.as_deref().unwrap_or_default(),
+                ) {
                     Some(ids) => {
                         let mut v = (*auth).clone();
                         for id in ids {
@@ -249,33 +367,84 @@ async fn read_loop(
                         Pending::Reply(header_only(xid, zxid, ErrorCode::Ok))
                     }
                     None => {
-                        enqueue(shared, seq, Pending::Reply(header_only(xid, zxid, ErrorCode::AuthFailed)));
+                        enqueue(
+                            shared,
+                            seq,
+                            Pending::Reply(header_only(xid, zxid, ErrorCode::AuthFailed)),
+                        );
                         return Err(ConnError::Refused("authentication failed"));
                     }
                 }
             }
-            Request::Sasl(_) => Pending::Reply(header_only(xid, shared.sm.read().last_zxid(), ErrorCode::Unimplemented)),
-            Request::Reconfig(_) => Pending::Reply(header_only(xid, shared.sm.read().last_zxid(), ErrorCode::ReconfigDisabled)),
-            Request::Sync(p) => Pending::Sync { xid, started, path: p.path },
+            Request::Sasl(_) => Pending::Reply(header_only(
+                xid,
+                shared.sm.read().last_zxid(),
+                ErrorCode::Unimplemented,
+            )),
+            Request::Reconfig(_) => Pending::Reply(header_only(
+                xid,
+                shared.sm.read().last_zxid(),
+                ErrorCode::ReconfigDisabled,
+            )),
+            Request::Sync(p) => Pending::Sync {
+                xid,
+                started,
+                path: p.path,
+            },
             Request::SetWatches { watches, .. } => Pending::SetWatches { xid, watches },
             Request::AddWatch(a) => match a.mode {
                 add_watch_mode::PERSISTENT | add_watch_mode::PERSISTENT_RECURSIVE => {
-                    Pending::AddWatch { xid, started, path: a.path, recursive: a.mode == add_watch_mode::PERSISTENT_RECURSIVE }
+                    Pending::AddWatch {
+                        xid,
+                        started,
+                        path: a.path,
+                        recursive: a.mode == add_watch_mode::PERSISTENT_RECURSIVE,
+                    }
                 }
-                _ => Pending::Reply(header_only(xid, shared.sm.read().last_zxid(), ErrorCode::MarshallingError)),
+                _ => Pending::Reply(header_only(
+                    xid,
+                    shared.sm.read().last_zxid(),
+                    ErrorCode::MarshallingError,
+                )),
             },
-            Request::CheckWatches(w) => Pending::Watches { xid, started, path: w.path, wtype: w.watcher_type, remove: false },
-            Request::RemoveWatches(w) => Pending::Watches { xid, started, path: w.path, wtype: w.watcher_type, remove: true },
+            Request::CheckWatches(w) => Pending::Watches {
+                xid,
+                started,
+                path: w.path,
+                wtype: w.watcher_type,
+                remove: false,
+            },
+            Request::RemoveWatches(w) => Pending::Watches {
+                xid,
+                started,
+                path: w.path,
+                wtype: w.watcher_type,
+                remove: true,
+            },
             Request::CloseSession => {
                 // The reply must reach the client before the close: detach the session
                 // from this connection so applying the close does not close it first.
                 shared.watches.detach_session(conn);
                 let result = shared.propose(CommandOp::CloseSession { session_id });
                 shared.tracker.remove(session_id);
-                enqueue(shared, seq, Pending::Write { xid, started, result, close_after: true });
+                enqueue(
+                    shared,
+                    seq,
+                    Pending::Write {
+                        xid,
+                        started,
+                        result,
+                        close_after: true,
+                    },
+                );
                 return Ok(());
             }
-            Request::Create(_) | Request::Delete(_) | Request::SetData(_) | Request::SetAcl(_) | Request::Check(_) | Request::Multi(_) => {
+            Request::Create(_)
+            | Request::Delete(_)
+            | Request::SetData(_)
+            | Request::SetAcl(_)
+            | Request::Check(_)
+            | Request::Multi(_) => {
                 let request = match request {
                     Request::Create(c) => WriteRequest::Op(WriteOp::Create(c)),
                     Request::Delete(d) => WriteRequest::Op(WriteOp::Delete(d)),
@@ -285,10 +454,24 @@ async fn read_loop(
                     Request::Multi(ops) => WriteRequest::Multi(ops),
                     _ => unreachable!("matched above"),
                 };
-                let result = shared.propose(CommandOp::Write { session_id, auth: (*auth).clone(), request });
-                Pending::Write { xid, started, result, close_after: false }
+                let result = shared.propose(CommandOp::Write {
+                    session_id,
+                    auth: (*auth).clone(),
+                    request,
+                });
+                Pending::Write {
+                    xid,
+                    started,
+                    result,
+                    close_after: false,
+                }
             }
-            req => Pending::Read { xid, started, req, auth: auth.clone() },
+            req => Pending::Read {
+                xid,
+                started,
+                req,
+                auth: auth.clone(),
+            },
         };
         if !enqueue(shared, seq, p) {
             return Ok(());
@@ -298,9 +481,15 @@ async fn read_loop(
 
 /// Hands a request to the sequencer, counting it as outstanding until answered.
 fn enqueue(shared: &Shared, seq: &UnboundedSender<Pending>, p: Pending) -> bool {
-    shared.stats.outstanding.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    shared
+        .stats
+        .outstanding
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if seq.send(p).is_err() {
-        shared.stats.outstanding.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+        shared
+            .stats
+            .outstanding
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         return false;
     }
     true
@@ -311,7 +500,10 @@ fn enqueue(shared: &Shared, seq: &UnboundedSender<Pending>, p: Pending) -> bool 
 fn authenticate(shared: &Shared, remote: SocketAddr, scheme: &str, auth: &[u8]) -> Option<Vec<Id>> {
     match scheme {
         // ZooKeeper's IPAuthenticationProvider: the connection's own address.
-        "ip" => Some(vec![Id { scheme: "ip".into(), id: remote.ip().to_string() }]),
+        "ip" => Some(vec![Id {
+            scheme: "ip".into(),
+            id: remote.ip().to_string(),
+        }]),
         "digest" => {
             let text = std::str::from_utf8(auth).ok()?;
             let id = crate::acl::digest_id(text);
@@ -319,23 +511,40 @@ fn authenticate(shared: &Shared, remote: SocketAddr, scheme: &str, auth: &[u8]) 
             if shared.config.super_digest.as_deref() == Some(id.as_str()) {
                 ids.push(crate::acl::super_id());
             }
-            ids.push(Id { scheme: "digest".into(), id });
+            ids.push(Id {
+                scheme: "digest".into(),
+                id,
+            });
             Some(ids)
         }
         _ => None,
     }
 }
 
-async fn sequence_loop(shared: Arc<Shared>, conn: ConnId, session_id: i64, mut rx: UnboundedReceiver<Pending>, out: UnboundedSender<Outbound>) {
+async fn sequence_loop(
+    shared: Arc<Shared>,
+    conn: ConnId,
+    session_id: i64,
+    mut rx: UnboundedReceiver<Pending>,
+    out: UnboundedSender<Outbound>,
+) {
     let send = |frame: Vec<u8>| {
         let _ = out.send(Outbound::Frame(frame));
     };
     while let Some(p) = rx.recv().await {
         if !matches!(p, Pending::Close) {
-            shared.stats.outstanding.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+            shared
+                .stats
+                .outstanding
+                .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         }
         match p {
-            Pending::Write { xid, started, result, close_after } => match result.await {
+            Pending::Write {
+                xid,
+                started,
+                result,
+                close_after,
+            } => match result.await {
                 Ok(o) => {
                     send(encode_reply_frame(xid, o.zxid, &o.result));
                     shared.stats.record_latency(started);
@@ -350,7 +559,12 @@ async fn sequence_loop(shared: Arc<Shared>, conn: ConnId, session_id: i64, mut r
                     return;
                 }
             },
-            Pending::Read { xid, started, req, auth } => {
+            Pending::Read {
+                xid,
+                started,
+                req,
+                auth,
+            } => {
                 // Execute, register the watches and queue the reply under one read lock:
                 // no entry can be applied in between, so no event is lost or reordered.
                 let sm = shared.sm.read();
@@ -366,23 +580,51 @@ async fn sequence_loop(shared: Arc<Shared>, conn: ConnId, session_id: i64, mut r
                 // Linearizable: wait until this server has applied everything committed.
                 let ok = shared.raft.ensure_linearizable().await.is_ok();
                 let zxid = shared.sm.read().last_zxid();
-                send(encode_reply_frame(xid, zxid, &if ok { Ok(Response::Path(path)) } else { Err(ErrorCode::ConnectionLoss) }));
+                send(encode_reply_frame(
+                    xid,
+                    zxid,
+                    &if ok {
+                        Ok(Response::Path(path))
+                    } else {
+                        Err(ErrorCode::ConnectionLoss)
+                    },
+                ));
                 shared.stats.record_latency(started);
             }
             Pending::SetWatches { xid, watches } => {
                 let sm = shared.sm.read();
-                shared.watches.set_watches(conn, sm.tree(), &watches, sm.last_zxid());
+                shared
+                    .watches
+                    .set_watches(conn, sm.tree(), &watches, sm.last_zxid());
                 send(header_only(xid, sm.last_zxid(), ErrorCode::Ok));
             }
-            Pending::AddWatch { xid, started, path, recursive } => {
+            Pending::AddWatch {
+                xid,
+                started,
+                path,
+                recursive,
+            } => {
                 let sm = shared.sm.read();
                 shared.watches.add_persistent(conn, &path, recursive);
-                send(encode_reply_frame(xid, sm.last_zxid(), &Ok(Response::AddWatch)));
+                send(encode_reply_frame(
+                    xid,
+                    sm.last_zxid(),
+                    &Ok(Response::AddWatch),
+                ));
                 shared.stats.record_latency(started);
             }
-            Pending::Watches { xid, started, path, wtype, remove } => {
+            Pending::Watches {
+                xid,
+                started,
+                path,
+                wtype,
+                remove,
+            } => {
                 let zxid = shared.sm.read().last_zxid();
-                let r = shared.watches.remove_watches(conn, &path, wtype, remove).map(|_| Response::Empty);
+                let r = shared
+                    .watches
+                    .remove_watches(conn, &path, wtype, remove)
+                    .map(|_| Response::Empty);
                 send(encode_reply_frame(xid, zxid, &r));
                 shared.stats.record_latency(started);
             }
@@ -392,7 +634,11 @@ async fn sequence_loop(shared: Arc<Shared>, conn: ConnId, session_id: i64, mut r
     }
 }
 
-async fn write_loop(shared: Arc<Shared>, mut wr: OwnedWriteHalf, mut rx: UnboundedReceiver<Outbound>) {
+async fn write_loop(
+    shared: Arc<Shared>,
+    mut wr: OwnedWriteHalf,
+    mut rx: UnboundedReceiver<Outbound>,
+) {
     let mut batch: Vec<u8> = Vec::with_capacity(16 * 1024);
     'outer: while let Some(first) = rx.recv().await {
         let mut close = false;
@@ -402,7 +648,10 @@ async fn write_loop(shared: Arc<Shared>, mut wr: OwnedWriteHalf, mut rx: Unbound
             match o {
                 Outbound::Frame(f) => {
                     batch.extend_from_slice(&f);
-                    shared.stats.packets_sent.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    shared
+                        .stats
+                        .packets_sent
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
                 Outbound::Close => {
                     close = true;

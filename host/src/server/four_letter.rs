@@ -20,11 +20,19 @@ pub fn respond(shared: &Shared, word: &str) -> String {
         "stat" => srvr(shared, true),
         "mntr" => mntr(shared),
         "cons" => cons(shared),
-        "conf" => shared.config.to_lines().into_iter().map(|(k, v)| format!("{k}={v}\n")).collect(),
+        "conf" => shared
+            .config
+            .to_lines()
+            .into_iter()
+            .map(|(k, v)| format!("{k}={v}\n"))
+            .collect(),
         "envi" => envi(shared),
         "wchs" => {
             let s = shared.watches.summary();
-            format!("{} connections watching {} paths\nTotal watches:{}\n", s.connections, s.paths, s.watches)
+            format!(
+                "{} connections watching {} paths\nTotal watches:{}\n",
+                s.connections, s.paths, s.watches
+            )
         }
         "wchc" => {
             let mut out = String::new();
@@ -84,26 +92,50 @@ fn mntr(shared: &Shared) -> String {
     let (min, avg, max) = shared.stats.latency_ms();
     let sm = shared.sm.read();
     let w = shared.watches.summary();
-    let data_size: usize = sm.tree().iter().map(|(p, n)| p.len() + n.data.as_ref().map_or(0, Vec::len)).sum();
+    let data_size: usize = sm
+        .tree()
+        .iter()
+        .map(|(p, n)| p.len() + n.data.as_ref().map_or(0, Vec::len))
+        .sum();
     let rows: Vec<(&str, String)> = vec![
         ("zk_version", ZK_COMPAT_VERSION.to_string()),
         ("zk_server_state", "standalone".into()),
         ("zk_avg_latency", format!("{avg:.4}")),
         ("zk_max_latency", format!("{max:.0}")),
         ("zk_min_latency", format!("{min:.0}")),
-        ("zk_packets_received", shared.stats.packets_received.load(Relaxed).to_string()),
-        ("zk_packets_sent", shared.stats.packets_sent.load(Relaxed).to_string()),
-        ("zk_num_alive_connections", shared.stats.connections.load(Relaxed).to_string()),
-        ("zk_outstanding_requests", shared.stats.outstanding.load(Relaxed).max(0).to_string()),
+        (
+            "zk_packets_received",
+            shared.stats.packets_received.load(Relaxed).to_string(),
+        ),
+        (
+            "zk_packets_sent",
+            shared.stats.packets_sent.load(Relaxed).to_string(),
+        ),
+        (
+            "zk_num_alive_connections",
+            shared.stats.connections.load(Relaxed).to_string(),
+        ),
+        (
+            "zk_outstanding_requests",
+            shared.stats.outstanding.load(Relaxed).max(0).to_string(),
+        ),
         ("zk_znode_count", sm.tree().len().to_string()),
         ("zk_watch_count", w.watches.to_string()),
-        ("zk_ephemerals_count", sm.tree().ephemeral_count().to_string()),
+        (
+            "zk_ephemerals_count",
+            sm.tree().ephemeral_count().to_string(),
+        ),
         ("zk_approximate_data_size", data_size.to_string()),
         ("zk_global_sessions", sm.sessions().len().to_string()),
         ("zk_last_zxid", sm.last_zxid().to_string()),
-        ("zk_uptime", shared.stats.started.elapsed().as_millis().to_string()),
+        (
+            "zk_uptime",
+            shared.stats.started.elapsed().as_millis().to_string(),
+        ),
     ];
-    rows.into_iter().map(|(k, v)| format!("{k}\t{v}\n")).collect()
+    rows.into_iter()
+        .map(|(k, v)| format!("{k}\t{v}\n"))
+        .collect()
 }
 
 fn cons(shared: &Shared) -> String {
@@ -117,11 +149,24 @@ fn cons(shared: &Shared) -> String {
 
 fn envi(shared: &Shared) -> String {
     let mut out = String::from("Environment:\n");
-    let _ = writeln!(out, "zookeeper.version={ZK_COMPAT_VERSION}, built for Wazoo");
-    let _ = writeln!(out, "host.name={}", std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()));
+    let _ = writeln!(
+        out,
+        "zookeeper.version={ZK_COMPAT_VERSION}, built for Wazoo"
+    );
+    let _ = writeln!(
+        out,
+        "host.name={}",
+        std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into())
+    );
     let _ = writeln!(out, "os.name={}", std::env::consts::OS);
     let _ = writeln!(out, "os.arch={}", std::env::consts::ARCH);
-    let _ = writeln!(out, "user.dir={}", std::env::current_dir().map(|d| d.display().to_string()).unwrap_or_default());
+    let _ = writeln!(
+        out,
+        "user.dir={}",
+        std::env::current_dir()
+            .map(|d| d.display().to_string())
+            .unwrap_or_default()
+    );
     let _ = writeln!(out, "wazoo.dataDir={}", shared.config.data_dir.display());
     out
 }
@@ -133,8 +178,17 @@ fn dump(shared: &Shared) -> String {
     for (sid, s) in sm.sessions() {
         let _ = writeln!(out, "0x{sid:x}\t{}ms", s.timeout_ms);
     }
-    let with_eph: Vec<(i64, Vec<String>)> = sm.sessions().keys().map(|sid| (*sid, sm.tree().ephemerals_of(*sid))).filter(|(_, v)| !v.is_empty()).collect();
-    let _ = writeln!(out, "ephemeral nodes dump:\nSessions with Ephemerals ({}):", with_eph.len());
+    let with_eph: Vec<(i64, Vec<String>)> = sm
+        .sessions()
+        .keys()
+        .map(|sid| (*sid, sm.tree().ephemerals_of(*sid)))
+        .filter(|(_, v)| !v.is_empty())
+        .collect();
+    let _ = writeln!(
+        out,
+        "ephemeral nodes dump:\nSessions with Ephemerals ({}):",
+        with_eph.len()
+    );
     for (sid, paths) in with_eph {
         let _ = writeln!(out, "0x{sid:x}:");
         for p in paths {
@@ -145,7 +199,9 @@ fn dump(shared: &Shared) -> String {
 }
 
 fn dir_size(p: &std::path::Path) -> u64 {
-    let Ok(rd) = std::fs::read_dir(p) else { return 0 };
+    let Ok(rd) = std::fs::read_dir(p) else {
+        return 0;
+    };
     rd.flatten()
         .map(|e| match e.metadata() {
             Ok(m) if m.is_dir() => dir_size(&e.path()),

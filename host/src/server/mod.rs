@@ -30,11 +30,17 @@ use tokio::task::JoinHandle;
 #[derive(Debug, Error)]
 pub enum ServerError {
     #[error("cannot create data directory {path}: {source}")]
-    DataDir { path: String, source: std::io::Error },
+    DataDir {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("raft failed to start: {0}")]
     Raft(#[from] crate::raft::StartError),
     #[error("cannot listen on {addr}: {source}")]
-    Bind { addr: SocketAddr, source: std::io::Error },
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
 }
 
 pub use proposer::{ProposeError, Proposer};
@@ -55,14 +61,20 @@ pub struct Shared {
 /// Milliseconds since the Unix epoch on this server's clock. Only proposers call
 /// this: the value travels in the log entry, so replicas never read their own clock.
 pub fn now_ms() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 impl Shared {
     /// Queues a command for the raft log (batched by the [`Proposer`]) and returns a
     /// future of its applied result. Commands a connection proposes one after another
     /// are applied in that order.
-    pub fn propose(&self, op: CommandOp) -> BoxFuture<'static, Result<CommandOutput, ProposeError>> {
+    pub fn propose(
+        &self,
+        op: CommandOp,
+    ) -> BoxFuture<'static, Result<CommandOutput, ProposeError>> {
         self.proposer.propose(op)
     }
 
@@ -110,13 +122,21 @@ impl Server {
     /// Opens the data directory, starts raft (restoring state from RocksDB) and listens
     /// for clients. Returns once the server is ready to serve.
     pub async fn start(config: Config) -> Result<Server, ServerError> {
-        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir { path: config.data_dir.display().to_string(), source })?;
+        std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
+            path: config.data_dir.display().to_string(),
+            source,
+        })?;
         let watches = Arc::new(WatchManager::new());
         let mut sm = StateMachine::new();
         sm.set_notifier(watches.clone());
         let sm = Arc::new(RwLock::new(sm));
         let raft_dir = config.data_dir.join("raft");
-        let node = crate::raft::start_standalone::<TypeConfig, StateMachine>(&raft_dir, sm.clone(), config.snap_count).await?;
+        let node = crate::raft::start_standalone::<TypeConfig, StateMachine>(
+            &raft_dir,
+            sm.clone(),
+            config.snap_count,
+        )
+        .await?;
         let tracker = SessionTracker::new();
         // Sessions restored from disk get a fresh timeout, as ZooKeeper gives them after
         // a restart, so their clients can reconnect before anything expires.
@@ -124,8 +144,12 @@ impl Server {
             tracker.add(*id, s.timeout_ms);
         }
         let addr = SocketAddr::new(config.client_port_address, config.client_port);
-        let listener = TcpListener::bind(addr).await.map_err(|source| ServerError::Bind { addr, source })?;
-        let client_addr = listener.local_addr().map_err(|source| ServerError::Bind { addr, source })?;
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| ServerError::Bind { addr, source })?;
+        let client_addr = listener
+            .local_addr()
+            .map_err(|source| ServerError::Bind { addr, source })?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (proposer, proposer_task) = Proposer::start(node.raft().clone());
         let shared = Arc::new(Shared {
@@ -146,7 +170,13 @@ impl Server {
             tokio::spawn(remove_stale_nodes_loop(shared.clone())),
         ];
         tracing::info!(%client_addr, "serving ZooKeeper clients");
-        Ok(Server { client_addr, shared, shutdown_tx, tasks, node })
+        Ok(Server {
+            client_addr,
+            shared,
+            shutdown_tx,
+            tasks,
+            node,
+        })
     }
 
     /// Stops accepting, closes connections and shuts raft down (its database closed).
@@ -203,7 +233,12 @@ async fn expire_sessions_loop(shared: Arc<Shared>) {
             continue;
         }
         tracing::info!(sessions = ?expired.iter().map(|s| format!("0x{s:x}")).collect::<Vec<_>>(), "expiring sessions");
-        match shared.write(CommandOp::ExpireSessions { session_ids: expired.clone() }).await {
+        match shared
+            .write(CommandOp::ExpireSessions {
+                session_ids: expired.clone(),
+            })
+            .await
+        {
             Ok(_) => {
                 for id in &expired {
                     shared.tracker.remove(*id);
@@ -220,7 +255,9 @@ async fn expire_sessions_loop(shared: Arc<Shared>) {
 /// Leader duty (ZooKeeper's ContainerManager): propose the removal of empty
 /// containers and expired TTL nodes. The state machine re-checks each at apply.
 async fn remove_stale_nodes_loop(shared: Arc<Shared>) {
-    let mut interval = tokio::time::interval(Duration::from_millis(shared.config.container_check_interval_ms));
+    let mut interval = tokio::time::interval(Duration::from_millis(
+        shared.config.container_check_interval_ms,
+    ));
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
@@ -228,7 +265,10 @@ async fn remove_stale_nodes_loop(shared: Arc<Shared>) {
         if paths.is_empty() {
             continue;
         }
-        tracing::debug!(count = paths.len(), "removing empty containers and expired TTL nodes");
+        tracing::debug!(
+            count = paths.len(),
+            "removing empty containers and expired TTL nodes"
+        );
         if let Err(e) = shared.write(CommandOp::RemoveStale { paths }).await {
             tracing::warn!(error = %e, "stale node removal failed");
         }

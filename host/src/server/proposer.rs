@@ -49,14 +49,18 @@ impl Proposer {
 
     /// Queues `op` and returns a future of its applied result. The operation is queued
     /// before this returns, so calls made one after another are applied in that order.
-    pub fn propose(&self, op: CommandOp) -> BoxFuture<'static, Result<CommandOutput, ProposeError>> {
+    pub fn propose(
+        &self,
+        op: CommandOp,
+    ) -> BoxFuture<'static, Result<CommandOutput, ProposeError>> {
         let (reply, rx) = oneshot::channel();
         let sent = self.tx.send((op, reply));
         Box::pin(async move {
             if sent.is_err() {
                 return Err(ProposeError::Fatal("the proposer has stopped".into()));
             }
-            rx.await.unwrap_or_else(|_| Err(ProposeError::Fatal("the proposer has stopped".into())))
+            rx.await
+                .unwrap_or_else(|_| Err(ProposeError::Fatal("the proposer has stopped".into())))
         })
     }
 }
@@ -65,7 +69,9 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(CommandOp, Reply)>) {
     let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
     loop {
         // Wait for room in raft first: what arrives meanwhile joins the next batch.
-        let Ok(permit) = in_flight.clone().acquire_owned().await else { return };
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
         let Some(first) = rx.recv().await else { return };
         let mut ops = vec![first.0];
         let mut replies = vec![first.1];
@@ -78,7 +84,12 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(CommandOp, Reply)>) {
                 Err(_) => break,
             }
         }
-        let submitted = raft.client_write_ff(Command { time_ms: now_ms(), ops }).await;
+        let submitted = raft
+            .client_write_ff(Command {
+                time_ms: now_ms(),
+                ops,
+            })
+            .await;
         tokio::spawn(async move {
             let outcome = match submitted {
                 Err(e) => Err(ProposeError::Fatal(e.to_string())),

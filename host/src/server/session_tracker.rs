@@ -26,7 +26,14 @@ impl SessionTracker {
     /// Starts tracking a session (new, or restored after a restart: a fresh timeout).
     pub fn add(&self, id: i64, timeout_ms: i32) {
         let timeout = Duration::from_millis(timeout_ms.max(0) as u64);
-        self.sessions.lock().insert(id, Tracked { timeout, deadline: Instant::now() + timeout, expiring: false });
+        self.sessions.lock().insert(
+            id,
+            Tracked {
+                timeout,
+                deadline: Instant::now() + timeout,
+                expiring: false,
+            },
+        );
     }
 
     /// Traffic from the session: push its deadline out. False if it is not tracked
