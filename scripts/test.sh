@@ -60,6 +60,7 @@ start=$SECONDS
 setup_ok=1
 ensure_test_deps || setup_ok=0
 ensure_python_venv || setup_ok=0
+ensure_deploy_lint_tools || setup_ok=0
 if compgen -G "$ROOT/recipes/*/Cargo.toml" >/dev/null; then
     ensure_wasm_toolchain || setup_ok=0
 fi

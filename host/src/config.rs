@@ -56,6 +56,12 @@ pub struct Config {
     /// `znode.container.checkIntervalMs`: how often the leader looks for empty
     /// containers and expired TTL nodes.
     pub container_check_interval_ms: u64,
+    /// `admin.enableServer`: run the admin HTTP server (`crate::admin`).
+    pub admin_enable_server: bool,
+    /// `admin.serverAddress`: the admin HTTP server's address.
+    pub admin_server_address: IpAddr,
+    /// `admin.serverPort`: the admin HTTP server's port (0 = pick a free one).
+    pub admin_server_port: u16,
     /// Keys the file had that Wazoo does not use (reported, not fatal, as ZooKeeper
     /// turns unknown keys into system properties).
     pub unknown: BTreeMap<String, String>,
@@ -77,6 +83,9 @@ impl Default for Config {
             super_digest: None,
             snap_count: 100_000,
             container_check_interval_ms: 60_000,
+            admin_enable_server: true,
+            admin_server_address: IpAddr::from([127, 0, 0, 1]),
+            admin_server_port: 8080,
             unknown: BTreeMap::new(),
         }
     }
@@ -159,6 +168,11 @@ impl Config {
             "znode.container.checkIntervalMs" => {
                 self.container_check_interval_ms = num::<u64>(key, value)?.max(1)
             }
+            "admin.enableServer" => {
+                self.admin_enable_server = num::<bool>(key, &value.to_ascii_lowercase())?
+            }
+            "admin.serverAddress" => self.admin_server_address = num(key, value)?,
+            "admin.serverPort" => self.admin_server_port = num(key, value)?,
             // TTL nodes are always enabled in Wazoo; ZooKeeper needs this switch for them.
             "extendedTypesEnabled" | "zookeeper.extendedTypesEnabled" => {}
             _ => {
@@ -226,6 +240,18 @@ impl Config {
             ),
             ("snapCount".to_string(), self.snap_count.to_string()),
             ("serverId".to_string(), "0".to_string()),
+            (
+                "admin.enableServer".to_string(),
+                self.admin_enable_server.to_string(),
+            ),
+            (
+                "admin.serverAddress".to_string(),
+                self.admin_server_address.to_string(),
+            ),
+            (
+                "admin.serverPort".to_string(),
+                self.admin_server_port.to_string(),
+            ),
         ];
         v.sort();
         v
@@ -289,5 +315,25 @@ mod tests {
         assert!(c.apply_text("clientPort=abc", "t").is_err());
         assert!(c.apply_text("justaword", "t").is_err());
         assert!(c.set("tickTime", "0").is_err());
+        assert!(c.set("admin.serverPort", "http").is_err());
+        assert!(c.set("admin.enableServer", "maybe").is_err());
+    }
+
+    #[test]
+    fn admin_server_keys() {
+        let mut c = Config::default();
+        assert!(c.admin_enable_server);
+        assert_eq!(c.admin_server_port, 8080);
+        c.apply_text(
+            "admin.enableServer=False\nadmin.serverAddress=0.0.0.0\nadmin.serverPort=9090\n",
+            "t",
+        )
+        .unwrap();
+        assert!(!c.admin_enable_server);
+        assert_eq!(c.admin_server_address.to_string(), "0.0.0.0");
+        assert_eq!(c.admin_server_port, 9090);
+        assert!(c
+            .to_lines()
+            .contains(&("admin.serverPort".to_string(), "9090".to_string())));
     }
 }

@@ -23,8 +23,13 @@
 //! - [`watch`]: server-local watches and event delivery.
 //! - [`raft`]: openraft type config, RocksDB log and state-machine stores, network.
 //! - [`bench`]: the ZooKeeper-protocol load generator behind `wazoo bench`.
+//! - [`admin`]: the admin HTTP server: Prometheus `/metrics`, `/health`, `/ready`,
+//!   ZooKeeper AdminServer-style `/commands/<name>` JSON.
+//! - [`tools`]: offline data-dir tools (`wazoo snapshot summary|diff`, `wazoo log dump`,
+//!   `wazoo data cleanup`) over a stopped server's RocksDB, opened read-only.
 
 pub mod acl;
+pub mod admin;
 pub mod app;
 pub mod bench;
 pub mod command;
@@ -32,5 +37,6 @@ pub mod config;
 pub mod raft;
 pub mod server;
 pub mod state_machine;
+pub mod tools;
 pub mod tree;
 pub mod watch;

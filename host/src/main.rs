@@ -25,6 +25,15 @@ enum Command {
     Serve(ServeArgs),
     /// Load-test a ZooKeeper-protocol server (Wazoo or Apache ZooKeeper); prints one JSON line.
     Bench(wazoo::bench::BenchArgs),
+    /// Inspect a stopped server's data dir: `summary DIR`, `diff LEFT RIGHT`.
+    #[command(subcommand)]
+    Snapshot(wazoo::tools::SnapshotCommand),
+    /// Print (`dump DIR`) or verify (`dump DIR --check`) a data dir's raft log.
+    #[command(subcommand)]
+    Log(wazoo::tools::LogCommand),
+    /// Data dir maintenance: `cleanup DIR --keep N` (compaction, old RocksDB LOG files).
+    #[command(subcommand)]
+    Data(wazoo::tools::DataCommand),
 }
 
 #[derive(clap::Args)]
@@ -41,6 +50,9 @@ struct ServeArgs {
     data_dir: Option<PathBuf>,
     #[arg(long)]
     tick_time: Option<u32>,
+    /// Admin HTTP port (`admin.serverPort`; 0 picks a free one, printed on start).
+    #[arg(long)]
+    admin_port: Option<u16>,
     /// Any zoo.cfg key, e.g. `--set 4lw.commands.whitelist=*` (repeatable).
     #[arg(long = "set", value_name = "KEY=VALUE")]
     set: Vec<String>,
@@ -68,6 +80,9 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve(args) => runtime.block_on(serve(args)),
         Command::Bench(args) => runtime.block_on(wazoo::bench::run_cli(args)),
+        Command::Snapshot(cmd) => wazoo::tools::run_snapshot(cmd),
+        Command::Log(cmd) => wazoo::tools::run_log(cmd),
+        Command::Data(cmd) => wazoo::tools::run_data(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -111,6 +126,9 @@ fn build_config(args: &ServeArgs) -> anyhow::Result<Config> {
     if let Some(d) = &args.data_dir {
         config.data_dir = d.clone();
     }
+    if let Some(p) = args.admin_port {
+        config.admin_server_port = p;
+    }
     Ok(config)
 }
 
@@ -122,6 +140,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let server = Server::start(config).await?;
     // The ready line: scripts and tests wait for it to learn the (possibly chosen) port.
     println!("wazoo: serving ZooKeeper clients on {}", server.client_addr);
+    if let Some(admin) = server.admin_addr {
+        println!("wazoo: admin HTTP on {admin}");
+    }
     let _ = std::io::stdout().flush();
     wait_for_signal().await;
     tracing::info!("shutting down");

@@ -60,7 +60,7 @@ struct Inner {
 }
 
 /// Counts for `wchs` and metrics.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WatchSummary {
     pub connections: usize,
     pub paths: usize,
@@ -279,6 +279,21 @@ impl WatchManager {
             paths: paths.len(),
             watches: g.watches.values().map(HashSet::len).sum(),
         }
+    }
+
+    /// Number of watches of each kind (a connection watching a path counts once per
+    /// kind), for metrics.
+    pub fn count_by_kind(&self) -> [(WatchKind, usize); 4] {
+        let g = self.inner.lock();
+        KINDS.map(|k| {
+            let n = g
+                .watches
+                .iter()
+                .filter(|((kind, _), _)| *kind == k)
+                .map(|(_, conns)| conns.len())
+                .sum();
+            (k, n)
+        })
     }
 
     /// `wchc`: session id (hex) → watched paths.

@@ -99,7 +99,9 @@ fn spawn_syncer<C: StoreTypeConfig>(db: Arc<RaftDb>) -> mpsc::Sender<LogFlushed<
                 waiting.extend(rx.try_iter());
                 // DURABILITY RULE: a callback is called only after an fsync that started
                 // after its entries were written has returned; see `append`.
+                let fsync_started = std::time::Instant::now();
                 let synced = db.db().flush_wal(true);
+                crate::admin::metrics::RAFT_LOG_FSYNC.observe(fsync_started.elapsed());
                 if let Err(e) = &synced {
                     tracing::error!(error = %e, "fsync of the raft log failed");
                 }

@@ -36,6 +36,7 @@ enum Pending {
     /// A write already submitted to raft.
     Write {
         xid: i32,
+        op: i32,
         started: Instant,
         result: BoxFuture<'static, Result<CommandOutput, ProposeError>>,
         close_after: bool,
@@ -43,12 +44,14 @@ enum Pending {
     /// A read, with the identities the session had when it was sent.
     Read {
         xid: i32,
+        op: i32,
         started: Instant,
         req: Request,
         auth: Arc<Vec<Id>>,
     },
     Sync {
         xid: i32,
+        op: i32,
         started: Instant,
         path: String,
     },
@@ -58,20 +61,33 @@ enum Pending {
     },
     AddWatch {
         xid: i32,
+        op: i32,
         started: Instant,
         path: String,
         recursive: bool,
     },
     Watches {
         xid: i32,
+        op: i32,
         started: Instant,
         path: String,
         wtype: i32,
         remove: bool,
     },
-    /// A reply computed by the reader (ping, auth, errors).
-    Reply(Vec<u8>),
+    /// A reply computed by the reader (ping, auth, errors), counted in the
+    /// per-opcode metrics only (not in the four-letter-word latency).
+    Reply {
+        op: i32,
+        started: Instant,
+        frame: Vec<u8>,
+    },
     Close,
+}
+
+impl Pending {
+    fn reply(op: i32, started: Instant, frame: Vec<u8>) -> Pending {
+        Pending::Reply { op, started, frame }
+    }
 }
 
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr) {
@@ -305,11 +321,15 @@ async fn read_loop(
                 enqueue(
                     shared,
                     seq,
-                    Pending::Reply(header_only(
-                        header.xid,
-                        shared.sm.read().last_zxid(),
-                        ErrorCode::BadArguments,
-                    )),
+                    Pending::reply(
+                        header.op,
+                        started,
+                        header_only(
+                            header.xid,
+                            shared.sm.read().last_zxid(),
+                            ErrorCode::BadArguments,
+                        ),
+                    ),
                 );
                 continue;
             }
@@ -320,7 +340,11 @@ async fn read_loop(
                 enqueue(
                     shared,
                     seq,
-                    Pending::Reply(header_only(header.xid, -1, ErrorCode::Unimplemented)),
+                    Pending::reply(
+                        header.op,
+                        started,
+                        header_only(header.xid, -1, ErrorCode::Unimplemented),
+                    ),
                 );
                 return Err(ConnError::Refused("unknown opcode"));
             }
@@ -332,22 +356,26 @@ async fn read_loop(
                 enqueue(
                     shared,
                     seq,
-                    Pending::Reply(header_only(
-                        header.xid,
-                        shared.sm.read().last_zxid(),
-                        ErrorCode::MarshallingError,
-                    )),
+                    Pending::reply(
+                        header.op,
+                        started,
+                        header_only(
+                            header.xid,
+                            shared.sm.read().last_zxid(),
+                            ErrorCode::MarshallingError,
+                        ),
+                    ),
                 );
                 continue;
             }
         };
         let xid = header.xid;
         let p = match request {
-            Request::Ping => Pending::Reply(header_only(
-                xid,
-                shared.sm.read().last_zxid(),
-                ErrorCode::Ok,
-            )),
+            Request::Ping => Pending::reply(
+                header.op,
+                started,
+                header_only(xid, shared.sm.read().last_zxid(), ErrorCode::Ok),
+            ),
             Request::Auth(a) => {
                 let zxid = 0;
                 match authenticate(
@@ -364,29 +392,38 @@ async fn read_loop(
                             }
                         }
                         auth = Arc::new(v);
-                        Pending::Reply(header_only(xid, zxid, ErrorCode::Ok))
+                        Pending::reply(header.op, started, header_only(xid, zxid, ErrorCode::Ok))
                     }
                     None => {
                         enqueue(
                             shared,
                             seq,
-                            Pending::Reply(header_only(xid, zxid, ErrorCode::AuthFailed)),
+                            Pending::reply(
+                                header.op,
+                                started,
+                                header_only(xid, zxid, ErrorCode::AuthFailed),
+                            ),
                         );
                         return Err(ConnError::Refused("authentication failed"));
                     }
                 }
             }
-            Request::Sasl(_) => Pending::Reply(header_only(
-                xid,
-                shared.sm.read().last_zxid(),
-                ErrorCode::Unimplemented,
-            )),
-            Request::Reconfig(_) => Pending::Reply(header_only(
-                xid,
-                shared.sm.read().last_zxid(),
-                ErrorCode::ReconfigDisabled,
-            )),
+            Request::Sasl(_) => Pending::reply(
+                header.op,
+                started,
+                header_only(xid, shared.sm.read().last_zxid(), ErrorCode::Unimplemented),
+            ),
+            Request::Reconfig(_) => Pending::reply(
+                header.op,
+                started,
+                header_only(
+                    xid,
+                    shared.sm.read().last_zxid(),
+                    ErrorCode::ReconfigDisabled,
+                ),
+            ),
             Request::Sync(p) => Pending::Sync {
+                op: header.op,
                 xid,
                 started,
                 path: p.path,
@@ -395,19 +432,25 @@ async fn read_loop(
             Request::AddWatch(a) => match a.mode {
                 add_watch_mode::PERSISTENT | add_watch_mode::PERSISTENT_RECURSIVE => {
                     Pending::AddWatch {
+                        op: header.op,
                         xid,
                         started,
                         path: a.path,
                         recursive: a.mode == add_watch_mode::PERSISTENT_RECURSIVE,
                     }
                 }
-                _ => Pending::Reply(header_only(
-                    xid,
-                    shared.sm.read().last_zxid(),
-                    ErrorCode::MarshallingError,
-                )),
+                _ => Pending::reply(
+                    header.op,
+                    started,
+                    header_only(
+                        xid,
+                        shared.sm.read().last_zxid(),
+                        ErrorCode::MarshallingError,
+                    ),
+                ),
             },
             Request::CheckWatches(w) => Pending::Watches {
+                op: header.op,
                 xid,
                 started,
                 path: w.path,
@@ -415,6 +458,7 @@ async fn read_loop(
                 remove: false,
             },
             Request::RemoveWatches(w) => Pending::Watches {
+                op: header.op,
                 xid,
                 started,
                 path: w.path,
@@ -431,6 +475,7 @@ async fn read_loop(
                     shared,
                     seq,
                     Pending::Write {
+                        op: header.op,
                         xid,
                         started,
                         result,
@@ -460,6 +505,7 @@ async fn read_loop(
                     request,
                 });
                 Pending::Write {
+                    op: header.op,
                     xid,
                     started,
                     result,
@@ -467,6 +513,7 @@ async fn read_loop(
                 }
             }
             req => Pending::Read {
+                op: header.op,
                 xid,
                 started,
                 req,
@@ -531,6 +578,8 @@ async fn sequence_loop(
     let send = |frame: Vec<u8>| {
         let _ = out.send(Outbound::Frame(frame));
     };
+    // Each request is recorded in the stats before its reply is queued, so a client
+    // that has its reply also sees it counted.
     while let Some(p) = rx.recv().await {
         if !matches!(p, Pending::Close) {
             shared
@@ -541,13 +590,14 @@ async fn sequence_loop(
         match p {
             Pending::Write {
                 xid,
+                op,
                 started,
                 result,
                 close_after,
             } => match result.await {
                 Ok(o) => {
+                    shared.stats.record_request(op, started);
                     send(encode_reply_frame(xid, o.zxid, &o.result));
-                    shared.stats.record_latency(started);
                     if close_after {
                         let _ = out.send(Outbound::Close);
                         return;
@@ -561,6 +611,7 @@ async fn sequence_loop(
             },
             Pending::Read {
                 xid,
+                op,
                 started,
                 req,
                 auth,
@@ -572,14 +623,20 @@ async fn sequence_loop(
                 for w in &watches {
                     shared.watches.add_watch(conn, w);
                 }
+                shared.stats.record_request(op, started);
                 send(encode_reply_frame(xid, sm.last_zxid(), &result));
                 drop(sm);
-                shared.stats.record_latency(started);
             }
-            Pending::Sync { xid, started, path } => {
+            Pending::Sync {
+                xid,
+                op,
+                started,
+                path,
+            } => {
                 // Linearizable: wait until this server has applied everything committed.
                 let ok = shared.raft.ensure_linearizable().await.is_ok();
                 let zxid = shared.sm.read().last_zxid();
+                shared.stats.record_request(op, started);
                 send(encode_reply_frame(
                     xid,
                     zxid,
@@ -589,7 +646,6 @@ async fn sequence_loop(
                         Err(ErrorCode::ConnectionLoss)
                     },
                 ));
-                shared.stats.record_latency(started);
             }
             Pending::SetWatches { xid, watches } => {
                 let sm = shared.sm.read();
@@ -600,21 +656,23 @@ async fn sequence_loop(
             }
             Pending::AddWatch {
                 xid,
+                op,
                 started,
                 path,
                 recursive,
             } => {
                 let sm = shared.sm.read();
                 shared.watches.add_persistent(conn, &path, recursive);
+                shared.stats.record_request(op, started);
                 send(encode_reply_frame(
                     xid,
                     sm.last_zxid(),
                     &Ok(Response::AddWatch),
                 ));
-                shared.stats.record_latency(started);
             }
             Pending::Watches {
                 xid,
+                op,
                 started,
                 path,
                 wtype,
@@ -625,10 +683,13 @@ async fn sequence_loop(
                     .watches
                     .remove_watches(conn, &path, wtype, remove)
                     .map(|_| Response::Empty);
+                shared.stats.record_request(op, started);
                 send(encode_reply_frame(xid, zxid, &r));
-                shared.stats.record_latency(started);
             }
-            Pending::Reply(frame) => send(frame),
+            Pending::Reply { op, started, frame } => {
+                shared.stats.requests.observe(op, started.elapsed());
+                send(frame);
+            }
             Pending::Close => return,
         }
     }

@@ -83,6 +83,11 @@ impl Shared {
         self.propose(op).await
     }
 
+    /// Changes when the server starts shutting down.
+    pub(crate) fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.clone()
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         *self.shutdown.borrow()
     }
@@ -112,6 +117,9 @@ impl Shared {
 /// A running standalone server.
 pub struct Server {
     pub client_addr: SocketAddr,
+    /// Where the admin HTTP server (`crate::admin`) listens; None when disabled
+    /// (`admin.enableServer=false`) or when its port could not be bound.
+    pub admin_addr: Option<SocketAddr>,
     pub shared: Arc<Shared>,
     shutdown_tx: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
@@ -151,7 +159,9 @@ impl Server {
             .local_addr()
             .map_err(|source| ServerError::Bind { addr, source })?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (proposer, proposer_task) = Proposer::start(node.raft().clone());
+        let stats = ServerStats::default();
+        let (proposer, proposer_task) =
+            Proposer::start(node.raft().clone(), stats.commit_latency.clone());
         let shared = Arc::new(Shared {
             config,
             raft: node.raft().clone(),
@@ -159,19 +169,42 @@ impl Server {
             sm,
             watches,
             tracker,
-            stats: ServerStats::default(),
+            stats,
             conns_per_ip: Mutex::new(HashMap::new()),
             shutdown: shutdown_rx,
         });
-        let tasks = vec![
+        let mut tasks = vec![
             proposer_task,
             tokio::spawn(accept_loop(shared.clone(), listener)),
             tokio::spawn(expire_sessions_loop(shared.clone())),
             tokio::spawn(remove_stale_nodes_loop(shared.clone())),
+            tokio::spawn(crate::admin::track_snapshots(shared.clone())),
         ];
         tracing::info!(%client_addr, "serving ZooKeeper clients");
+        let mut admin_addr = None;
+        if shared.config.admin_enable_server {
+            let addr = SocketAddr::new(
+                shared.config.admin_server_address,
+                shared.config.admin_server_port,
+            );
+            // As ZooKeeper: an admin server that cannot start is logged, not fatal.
+            match TcpListener::bind(addr).await.and_then(|l| {
+                let a = l.local_addr()?;
+                Ok((l, a))
+            }) {
+                Ok((listener, bound)) => {
+                    tracing::info!(addr = %bound, "admin HTTP server listening");
+                    admin_addr = Some(bound);
+                    tasks.push(tokio::spawn(crate::admin::serve(shared.clone(), listener)));
+                }
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "cannot start the admin HTTP server; continuing without it")
+                }
+            }
+        }
         Ok(Server {
             client_addr,
+            admin_addr,
             shared,
             shutdown_tx,
             tasks,
@@ -226,6 +259,9 @@ async fn expire_sessions_loop(shared: Arc<Shared>) {
     let period = Duration::from_millis((shared.config.tick_time_ms as u64 / 2).max(10));
     let mut interval = tokio::time::interval(period);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Sessions counted in `session_expirations` whose expiry proposal has not succeeded
+    // yet, so a retried proposal does not count them twice.
+    let mut counted: std::collections::HashSet<i64> = std::collections::HashSet::new();
     loop {
         interval.tick().await;
         let expired = shared.tracker.take_expired(Instant::now());
@@ -233,6 +269,14 @@ async fn expire_sessions_loop(shared: Arc<Shared>) {
             continue;
         }
         tracing::info!(sessions = ?expired.iter().map(|s| format!("0x{s:x}")).collect::<Vec<_>>(), "expiring sessions");
+        // Counted when decided, before the proposal, so the counter has moved by the
+        // time anyone sees the expiry's effects (deleted ephemerals, a closed
+        // connection). A proposal that fails is retried without counting again.
+        let new = expired.iter().filter(|id| counted.insert(**id)).count();
+        shared
+            .stats
+            .session_expirations
+            .fetch_add(new as u64, std::sync::atomic::Ordering::Relaxed);
         match shared
             .write(CommandOp::ExpireSessions {
                 session_ids: expired.clone(),
@@ -241,6 +285,7 @@ async fn expire_sessions_loop(shared: Arc<Shared>) {
         {
             Ok(_) => {
                 for id in &expired {
+                    counted.remove(id);
                     shared.tracker.remove(*id);
                 }
             }

@@ -10,10 +10,12 @@
 //! connection's writes are applied in the order it sent them.
 
 use super::now_ms;
+use crate::admin::metrics::Histogram;
 use crate::app::Raft;
 use crate::command::{Command, CommandOp, CommandOutput};
 use futures::future::BoxFuture;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Entries submitted to raft and not yet applied. Two keep the disk busy: one being
@@ -32,18 +34,24 @@ pub enum ProposeError {
 }
 
 type Reply = oneshot::Sender<Result<CommandOutput, ProposeError>>;
+/// An operation waiting for the next batch, with when it was proposed.
+type Queued = (CommandOp, Reply, Instant);
 
 /// Handle for submitting operations; cheap to clone.
 #[derive(Clone)]
 pub struct Proposer {
-    tx: mpsc::UnboundedSender<(CommandOp, Reply)>,
+    tx: mpsc::UnboundedSender<Queued>,
 }
 
 impl Proposer {
-    /// Starts the batching task for `raft`.
-    pub fn start(raft: Raft) -> (Proposer, tokio::task::JoinHandle<()>) {
+    /// Starts the batching task for `raft`. Each applied operation's time from
+    /// [`Proposer::propose`] to its result is recorded in `commit_latency`.
+    pub fn start(
+        raft: Raft,
+        commit_latency: Arc<Histogram>,
+    ) -> (Proposer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(raft, rx));
+        let task = tokio::spawn(run(raft, rx, commit_latency));
         (Proposer { tx }, task)
     }
 
@@ -54,7 +62,7 @@ impl Proposer {
         op: CommandOp,
     ) -> BoxFuture<'static, Result<CommandOutput, ProposeError>> {
         let (reply, rx) = oneshot::channel();
-        let sent = self.tx.send((op, reply));
+        let sent = self.tx.send((op, reply, Instant::now()));
         Box::pin(async move {
             if sent.is_err() {
                 return Err(ProposeError::Fatal("the proposer has stopped".into()));
@@ -65,7 +73,7 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(CommandOp, Reply)>) {
+async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Queued>, commit_latency: Arc<Histogram>) {
     let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
     loop {
         // Wait for room in raft first: what arrives meanwhile joins the next batch.
@@ -74,12 +82,12 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(CommandOp, Reply)>) {
         };
         let Some(first) = rx.recv().await else { return };
         let mut ops = vec![first.0];
-        let mut replies = vec![first.1];
+        let mut replies = vec![(first.1, first.2)];
         while ops.len() < MAX_OPS_PER_BATCH.min(crate::command::MAX_OPS_PER_ENTRY) {
             match rx.try_recv() {
-                Ok((op, reply)) => {
+                Ok((op, reply, proposed)) => {
                     ops.push(op);
-                    replies.push(reply);
+                    replies.push((reply, proposed));
                 }
                 Err(_) => break,
             }
@@ -90,6 +98,7 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(CommandOp, Reply)>) {
                 ops,
             })
             .await;
+        let commit_latency = commit_latency.clone();
         tokio::spawn(async move {
             let outcome = match submitted {
                 Err(e) => Err(ProposeError::Fatal(e.to_string())),
@@ -102,12 +111,13 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<(CommandOp, Reply)>) {
             drop(permit);
             match outcome {
                 Ok(outputs) => {
-                    for (reply, out) in replies.into_iter().zip(outputs) {
+                    for ((reply, proposed), out) in replies.into_iter().zip(outputs) {
+                        commit_latency.observe(proposed.elapsed());
                         let _ = reply.send(Ok(out));
                     }
                 }
                 Err(e) => {
-                    for reply in replies {
+                    for (reply, _) in replies {
                         let _ = reply.send(Err(e.clone()));
                     }
                 }

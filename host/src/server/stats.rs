@@ -1,7 +1,10 @@
-//! Server counters for the four-letter words (`srvr`, `stat`, `mntr`).
+//! Server counters for the four-letter words (`srvr`, `stat`, `mntr`) and the
+//! Prometheus metrics of the admin server (`crate::admin`).
 
+use crate::admin::metrics::{Histogram, RequestMetrics};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::time::Instant;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
 
 pub struct ServerStats {
     pub started: Instant,
@@ -13,6 +16,16 @@ pub struct ServerStats {
     latency_total_us: AtomicU64,
     latency_min_us: AtomicU64,
     latency_max_us: AtomicU64,
+    /// Count and latency of answered requests, by opcode.
+    pub requests: RequestMetrics,
+    /// Time from proposing an operation to its applied result (shared with the
+    /// [`super::Proposer`]).
+    pub commit_latency: Arc<Histogram>,
+    /// Sessions this server (as leader) decided to expire (counted once each, before
+    /// the expiry is proposed through raft).
+    pub session_expirations: AtomicU64,
+    /// The last snapshot raft reported (index) and when this server first saw it.
+    pub last_snapshot: parking_lot::Mutex<Option<(u64, SystemTime)>>,
 }
 
 impl Default for ServerStats {
@@ -27,13 +40,28 @@ impl Default for ServerStats {
             latency_total_us: AtomicU64::new(0),
             latency_min_us: AtomicU64::new(u64::MAX),
             latency_max_us: AtomicU64::new(0),
+            requests: RequestMetrics::default(),
+            commit_latency: Arc::new(Histogram::new()),
+            session_expirations: AtomicU64::new(0),
+            last_snapshot: parking_lot::Mutex::new(None),
         }
     }
 }
 
 impl ServerStats {
+    /// A request of opcode `opcode` answered: counted in the per-opcode metrics and
+    /// in the four-letter-word latency.
+    pub fn record_request(&self, opcode: i32, started: Instant) {
+        let elapsed = started.elapsed();
+        self.requests.observe(opcode, elapsed);
+        self.record_latency_us(elapsed.as_micros() as u64);
+    }
+
     pub fn record_latency(&self, started: Instant) {
-        let us = started.elapsed().as_micros() as u64;
+        self.record_latency_us(started.elapsed().as_micros() as u64);
+    }
+
+    fn record_latency_us(&self, us: u64) {
         self.latency_count.fetch_add(1, Relaxed);
         self.latency_total_us.fetch_add(us, Relaxed);
         self.latency_min_us.fetch_min(us, Relaxed);
