@@ -34,6 +34,9 @@ enum Command {
     /// Data dir maintenance: `cleanup DIR --keep N` (compaction, old RocksDB LOG files).
     #[command(subcommand)]
     Data(wazoo::tools::DataCommand),
+    /// Migrate data from another server: `zookeeper ZK_DATA_DIR TARGET_DIR`.
+    #[command(subcommand)]
+    Import(wazoo::tools::ImportCommand),
 }
 
 #[derive(clap::Args)]
@@ -83,6 +86,7 @@ fn main() -> std::process::ExitCode {
         Command::Snapshot(cmd) => wazoo::tools::run_snapshot(cmd),
         Command::Log(cmd) => wazoo::tools::run_log(cmd),
         Command::Data(cmd) => wazoo::tools::run_data(cmd),
+        Command::Import(cmd) => wazoo::tools::run_import(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

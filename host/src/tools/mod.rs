@@ -22,8 +22,10 @@ use anyhow::{bail, Context};
 use rocksdb::{Options, DB};
 
 pub mod cleanup;
+pub mod export;
 pub mod log;
 pub mod snapshot;
+pub mod zookeeper_import;
 
 use crate::raft::db::{CF_LOG, CF_LOG_META, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT};
 
@@ -125,6 +127,22 @@ pub enum SnapshotCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Writes a data dir's full state (znodes with data, ACL and internal stat, sessions,
+    /// last zxid) as JSON Lines; FILE `-` is stdout.
+    Export {
+        /// The data directory (or its `raft` subdirectory) of a stopped server.
+        dir: PathBuf,
+        /// The export file to write.
+        file: PathBuf,
+    },
+    /// Creates a data dir holding exactly the state of an export file (FILE `-` is
+    /// stdin); DIR must be empty or not exist.
+    Import {
+        /// The export file to read.
+        file: PathBuf,
+        /// The new data directory.
+        dir: PathBuf,
+    },
 }
 
 /// `wazoo log …`
@@ -195,6 +213,16 @@ pub fn run_snapshot(cmd: SnapshotCommand) -> anyhow::Result<()> {
                 Ok(())
             }
         }
+        SnapshotCommand::Export { dir, file } => {
+            let r = export::export(&dir, &file)?;
+            eprint!("exported {r}");
+            Ok(())
+        }
+        SnapshotCommand::Import { file, dir } => {
+            let r = export::import(&file, &dir)?;
+            eprint!("imported {r}");
+            Ok(())
+        }
     }
 }
 
@@ -244,6 +272,43 @@ pub fn run_data(cmd: DataCommand) -> anyhow::Result<()> {
     match cmd {
         DataCommand::Cleanup { dir, keep, json } => {
             let r = cleanup::cleanup(&dir, keep)?;
+            if json {
+                print_json(&r)
+            } else {
+                print!("{r}");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// `wazoo import …`
+#[derive(clap::Subcommand, Debug)]
+pub enum ImportCommand {
+    /// Migrates an Apache ZooKeeper 3.x dataDir (newest snapshot + txn logs after it)
+    /// into a new Wazoo data dir. Sessions get new passwords: clients must reconnect
+    /// with new sessions; ephemerals of imported sessions expire with them.
+    Zookeeper {
+        /// ZooKeeper's dataDir (holding `version-2/`), or its `version-2` directory.
+        zk_data_dir: PathBuf,
+        /// The new Wazoo data directory (must not exist or be empty).
+        target_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn run_import(cmd: ImportCommand) -> anyhow::Result<()> {
+    match cmd {
+        ImportCommand::Zookeeper {
+            zk_data_dir,
+            target_dir,
+            json,
+        } => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            let r = rt.block_on(zookeeper_import::import(&zk_data_dir, &target_dir))?;
             if json {
                 print_json(&r)
             } else {
