@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tempfile::TempDir;
 use wazoo::config::Config;
 use wazoo::server::Server;
@@ -237,7 +239,15 @@ async fn log_check_reports_a_damaged_entry() {
         .unwrap()
         .index;
 
-    // Flip the first byte of that entry's stored value.
+    // Flip one byte at a random position of that entry's stored value (checksum, field
+    // names, numbers or the path string alike: the entry CRC32 must catch every one).
+    // The seed is printed; WAZOO_FLIP_SEED=<seed> replays a failure.
+    let seed: u64 = match std::env::var("WAZOO_FLIP_SEED") {
+        Ok(s) => s.trim().parse().expect("WAZOO_FLIP_SEED must be a u64"),
+        Err(_) => rand::random(),
+    };
+    let mut rng = StdRng::seed_from_u64(seed);
+    let (pos, mask);
     {
         let raft = dir.path().join("raft");
         let opts = rocksdb::Options::default();
@@ -246,14 +256,27 @@ async fn log_check_reports_a_damaged_entry() {
         let cf = db.cf_handle("raft_log").unwrap();
         let key = damaged.to_be_bytes();
         let mut value = db.get_cf(cf, key).unwrap().expect("entry present");
-        value[0] ^= 0xff;
+        pos = rng.gen_range(0..value.len());
+        mask = rng.gen_range(1..=u8::MAX);
+        println!(
+            "log_check_reports_a_damaged_entry: WAZOO_FLIP_SEED={seed} flips byte {pos} of \
+             {} (mask {mask:#04x}) in entry {damaged}",
+            value.len()
+        );
+        value[pos] ^= mask;
         db.put_cf(cf, key, value).unwrap();
     }
+    let replay = format!("replay with WAZOO_FLIP_SEED={seed} (byte {pos}, mask {mask:#04x})");
 
     let report = log::check(dir.path()).unwrap();
-    assert!(!report.ok());
-    assert_eq!(report.problems[0].index, damaged, "{report}");
-    assert_eq!(report.problems.len(), 1, "{report}");
+    assert!(report.checksums);
+    assert!(!report.ok(), "not detected; {replay}");
+    assert_eq!(report.problems[0].index, damaged, "{report}{replay}");
+    assert_eq!(report.problems.len(), 1, "{report}{replay}");
+    assert!(
+        report.problems[0].message.contains("checksum mismatch"),
+        "{report}{replay}"
+    );
     assert!(report.to_string().contains("DAMAGED"));
     // The CLI form fails (non-zero exit) on damage.
     let cli = wazoo::tools::run_log(wazoo::tools::LogCommand::Dump {
@@ -268,7 +291,7 @@ async fn log_check_reports_a_damaged_entry() {
     let err = log::dump(dir.path(), None, None).unwrap_err();
     assert!(
         format!("{err:#}").contains(&format!("index {damaged}")),
-        "{err:#}"
+        "{err:#}; {replay}"
     );
 }
 

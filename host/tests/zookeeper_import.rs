@@ -450,11 +450,29 @@ async fn zookeeper_data_dir_imports_with_identical_tree() {
     assert!(eph.contains(&"/app/eph"), "{eph:?}");
     // Zxids keep rising after the import: a new write is newer than every imported one,
     // and a client that has seen ZooKeeper's last zxid is not refused.
-    let after = w.create("/after-import", b"", wazoo_client::open_acl_unsafe(), 0).await.unwrap();
+    let after = w
+        .create("/after-import", b"", wazoo_client::open_acl_unsafe(), 0)
+        .await
+        .unwrap();
     let (_, stat) = w.get_data(&after, false).await.unwrap();
-    assert!(stat.czxid > report.last_zxid, "new czxid {:#x} <= imported last zxid {:#x}", stat.czxid, report.last_zxid);
-    let seen = Client::connect(&server.client_addr.to_string(), ConnectOptions { last_zxid_seen: report.last_zxid, ..Default::default() }).await;
-    assert!(seen.is_ok(), "a client that saw ZooKeeper's last zxid must be able to connect");
+    assert!(
+        stat.czxid > report.last_zxid,
+        "new czxid {:#x} <= imported last zxid {:#x}",
+        stat.czxid,
+        report.last_zxid
+    );
+    let seen = Client::connect(
+        &server.client_addr.to_string(),
+        ConnectOptions {
+            last_zxid_seen: report.last_zxid,
+            ..Default::default()
+        },
+    )
+    .await;
+    assert!(
+        seen.is_ok(),
+        "a client that saw ZooKeeper's last zxid must be able to connect"
+    );
     w.close().await.unwrap();
     server.shutdown().await;
 }

@@ -1,7 +1,9 @@
 //! The raft log on RocksDB: `RaftLogStorage` and `RaftLogReader`.
 //!
 //! * `CF_LOG`: key = log index as u64 big-endian (so byte order is log order and range
-//!   deletes work), value = rmp-serde of the `openraft::Entry`.
+//!   deletes work), value = CRC32 of the rest (4 bytes, big-endian) ++ rmp-serde of the
+//!   `openraft::Entry`. Every read verifies the checksum: a mismatch is a `StorageError`
+//!   on the entry's `LogIndex`, not a panic and not a silently different entry.
 //! * `CF_LOG_META`: the vote, the committed log id and the last purged log id.
 //!
 //! Durability: appends, truncations and votes are fsynced before raft hears they are
@@ -21,7 +23,10 @@ use rocksdb::{Direction, IteratorMode, WriteBatch, WriteOptions};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::db::{corrupt, decode, encode, io_err, RaftDb, CF_LOG, CF_LOG_META};
+use super::db::{
+    corrupt, decode, decode_log_entry, encode, encode_log_entry, io_err, RaftDb, CF_LOG,
+    CF_LOG_META,
+};
 use super::{DbClosed, StoreTypeConfig};
 
 const KEY_VOTE: &[u8] = b"vote";
@@ -184,7 +189,7 @@ impl<C: StoreTypeConfig> LogStore<C> {
         };
         let (key, value) = item.map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Read, &e))?;
         let index = key_index(&key)?;
-        let entry: Entry<C> = decode(ErrorSubject::LogIndex(index), &value)?;
+        let entry: Entry<C> = decode_log_entry(index, &value)?;
         if entry.log_id.index != index {
             return Err(corrupt(
                 ErrorSubject::LogIndex(index),
@@ -221,7 +226,7 @@ impl<C: StoreTypeConfig> RaftLogReader<C> for LogStore<C> {
             if !range.contains(&index) {
                 break;
             }
-            let entry: Entry<C> = decode(ErrorSubject::LogIndex(index), &value)?;
+            let entry: Entry<C> = decode_log_entry(index, &value)?;
             if entry.log_id.index != index {
                 return Err(corrupt(
                     ErrorSubject::LogIndex(index),
@@ -305,7 +310,7 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for LogStore<C> {
         let mut batch = WriteBatch::default();
         let mut last = None;
         for entry in entries {
-            let value = encode(ErrorSubject::Log(entry.log_id), &entry)?;
+            let value = encode_log_entry(ErrorSubject::Log(entry.log_id), &entry)?;
             batch.put_cf(cf, index_key(entry.log_id.index), value);
             last = Some(entry.log_id);
         }

@@ -360,7 +360,7 @@ async fn corrupt_data_is_a_storage_error_not_a_panic() {
     set(node.raft(), "b", "2").await;
     node.shutdown().await.expect("shutdown");
 
-    // Overwrite log entry 2 with garbage.
+    // Overwrite log entry 2 with garbage: its checksum cannot match.
     {
         let db = RaftDb::open(dir.path()).expect("open db");
         let closed = db.closed_signal();
@@ -382,6 +382,7 @@ async fn corrupt_data_is_a_storage_error_not_a_panic() {
     let state = stores.log.get_log_state().await;
     stores.close().await;
     assert!(err.to_string().contains("LogIndex(2)"), "{err}");
+    assert!(err.to_string().contains("checksum mismatch"), "{err}");
     assert!(state.is_ok(), "entry 2 is not the last one: {state:?}");
 
     // A garbage applied id makes opening the state machine fail.
