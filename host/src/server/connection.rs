@@ -88,6 +88,15 @@ impl Pending {
     fn reply(op: i32, started: Instant, frame: Vec<u8>) -> Pending {
         Pending::Reply { op, started, frame }
     }
+
+    /// A header-only reply (`err`, no body) stamped with the server's last zxid.
+    fn status(shared: &Shared, op: i32, xid: i32, started: Instant, err: ErrorCode) -> Pending {
+        Pending::reply(
+            op,
+            started,
+            header_only(xid, shared.sm.read().last_zxid(), err),
+        )
+    }
 }
 
 pub async fn serve(shared: Arc<Shared>, stream: TcpStream, remote: SocketAddr) {
@@ -321,14 +330,12 @@ async fn read_loop(
                 enqueue(
                     shared,
                     seq,
-                    Pending::reply(
+                    Pending::status(
+                        shared,
                         header.op,
+                        header.xid,
                         started,
-                        header_only(
-                            header.xid,
-                            shared.sm.read().last_zxid(),
-                            ErrorCode::BadArguments,
-                        ),
+                        ErrorCode::BadArguments,
                     ),
                 );
                 continue;
@@ -356,14 +363,12 @@ async fn read_loop(
                 enqueue(
                     shared,
                     seq,
-                    Pending::reply(
+                    Pending::status(
+                        shared,
                         header.op,
+                        header.xid,
                         started,
-                        header_only(
-                            header.xid,
-                            shared.sm.read().last_zxid(),
-                            ErrorCode::MarshallingError,
-                        ),
+                        ErrorCode::MarshallingError,
                     ),
                 );
                 continue;
@@ -371,11 +376,7 @@ async fn read_loop(
         };
         let xid = header.xid;
         let p = match request {
-            Request::Ping => Pending::reply(
-                header.op,
-                started,
-                header_only(xid, shared.sm.read().last_zxid(), ErrorCode::Ok),
-            ),
+            Request::Ping => Pending::status(shared, header.op, xid, started, ErrorCode::Ok),
             Request::Auth(a) => {
                 let zxid = 0;
                 match authenticate(
@@ -408,20 +409,12 @@ async fn read_loop(
                     }
                 }
             }
-            Request::Sasl(_) => Pending::reply(
-                header.op,
-                started,
-                header_only(xid, shared.sm.read().last_zxid(), ErrorCode::Unimplemented),
-            ),
-            Request::Reconfig(_) => Pending::reply(
-                header.op,
-                started,
-                header_only(
-                    xid,
-                    shared.sm.read().last_zxid(),
-                    ErrorCode::ReconfigDisabled,
-                ),
-            ),
+            Request::Sasl(_) => {
+                Pending::status(shared, header.op, xid, started, ErrorCode::Unimplemented)
+            }
+            Request::Reconfig(_) => {
+                Pending::status(shared, header.op, xid, started, ErrorCode::ReconfigDisabled)
+            }
             Request::Sync(p) => Pending::Sync {
                 op: header.op,
                 xid,
@@ -439,15 +432,7 @@ async fn read_loop(
                         recursive: a.mode == add_watch_mode::PERSISTENT_RECURSIVE,
                     }
                 }
-                _ => Pending::reply(
-                    header.op,
-                    started,
-                    header_only(
-                        xid,
-                        shared.sm.read().last_zxid(),
-                        ErrorCode::MarshallingError,
-                    ),
-                ),
+                _ => Pending::status(shared, header.op, xid, started, ErrorCode::MarshallingError),
             },
             Request::CheckWatches(w) => Pending::Watches {
                 op: header.op,
