@@ -94,7 +94,12 @@ impl<C: StoreTypeConfig> Clone for LogStore<C> {
 ///
 /// It ends when every `LogStore` clone is dropped (the channel closes), releasing its
 /// handle on the database.
-fn spawn_syncer<C: StoreTypeConfig>(db: Arc<RaftDb>) -> mpsc::Sender<LogFlushed<C>> {
+fn spawn_syncer<C: StoreTypeConfig>(db: &Arc<RaftDb>) -> mpsc::Sender<LogFlushed<C>> {
+    // A weak handle: the stores own the database, so it is closed by whoever drops the
+    // last store (and `DbClosed` fires then), never later by this thread, and no open
+    // database outlives the stores (RocksDB crashes if a process exits while a
+    // database is being closed on another thread).
+    let db = Arc::downgrade(db);
     let (tx, rx) = mpsc::channel::<LogFlushed<C>>();
     let spawned = std::thread::Builder::new()
         .name("raft-log-fsync".into())
@@ -105,18 +110,16 @@ fn spawn_syncer<C: StoreTypeConfig>(db: Arc<RaftDb>) -> mpsc::Sender<LogFlushed<
                 // DURABILITY RULE: a callback is called only after an fsync that started
                 // after its entries were written has returned; see `append`.
                 let fsync_started = std::time::Instant::now();
-                let synced = db.db().flush_wal(true);
+                let synced = match db.upgrade() {
+                    Some(db) => db.db().flush_wal(true).map_err(|e| e.to_string()),
+                    None => Err("the raft database is closed".to_string()),
+                };
                 crate::admin::metrics::RAFT_LOG_FSYNC.observe(fsync_started.elapsed());
                 if let Err(e) = &synced {
                     tracing::error!(error = %e, "fsync of the raft log failed");
                 }
                 for cb in waiting {
-                    cb.log_io_completed(
-                        synced
-                            .as_ref()
-                            .map(|_| ())
-                            .map_err(|e| io::Error::other(e.to_string())),
-                    );
+                    cb.log_io_completed(synced.clone().map_err(io::Error::other));
                 }
             }
         });
@@ -136,7 +139,7 @@ impl<C: StoreTypeConfig> Debug for LogStore<C> {
 
 impl<C: StoreTypeConfig> LogStore<C> {
     pub(crate) fn new(db: Arc<RaftDb>) -> Self {
-        let syncer = spawn_syncer::<C>(db.clone());
+        let syncer = spawn_syncer::<C>(&db);
         Self {
             db,
             syncer,
