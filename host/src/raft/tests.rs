@@ -397,3 +397,27 @@ async fn corrupt_data_is_a_storage_error_not_a_panic() {
     let res = open_stores::<KvTypeConfig, KvApp>(dir.path(), new_app());
     assert!(res.is_err(), "opened a corrupt state machine");
 }
+
+/// Regression: the fsync thread used to hold the database, so dropping the stores left
+/// it open until that thread woke up and closed it on its own; a test binary could then
+/// exit while RocksDB was still closing and crash with SIGSEGV. Dropping the last store
+/// must close the database at once, on the dropping thread.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_stores_closes_the_database_at_once() {
+    use futures::FutureExt;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = new_app();
+    // Start and stop raft once so the fsync thread has done real work.
+    let node = start(dir.path(), &app, 1000).await;
+    set(node.raft(), "k", "v").await;
+    node.shutdown().await.expect("shutdown");
+    let stores = OpenStores::open(dir.path(), &app);
+    let OpenStores { log, sm, closed } = stores;
+    drop((log, sm));
+    assert!(
+        closed.wait().now_or_never().is_some(),
+        "database still open after its stores were dropped"
+    );
+    // And the directory can be opened again right away.
+    OpenStores::open(dir.path(), &app).close().await;
+}
