@@ -31,7 +31,7 @@ pub(crate) const CF_SM_META: &str = "sm_meta";
 /// The current snapshot (metadata + serialized rows).
 pub(crate) const CF_SNAPSHOT: &str = "snapshot";
 
-const ALL_CFS: [&str; 5] = [CF_LOG, CF_LOG_META, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT];
+pub(crate) const ALL_CFS: [&str; 5] = [CF_LOG, CF_LOG_META, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT];
 
 /// The open database plus a close signal.
 ///

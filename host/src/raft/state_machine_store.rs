@@ -30,8 +30,8 @@ use serde::{Deserialize, Serialize};
 use super::db::{corrupt, decode, encode, io_err, RaftDb, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT};
 use super::{AppTypeConfig, Application, DbClosed};
 
-const KEY_LAST_APPLIED: &[u8] = b"last_applied";
-const KEY_LAST_MEMBERSHIP: &[u8] = b"last_membership";
+pub(crate) const KEY_LAST_APPLIED: &[u8] = b"last_applied";
+pub(crate) const KEY_LAST_MEMBERSHIP: &[u8] = b"last_membership";
 const KEY_SNAPSHOT_META: &[u8] = b"meta";
 const KEY_SNAPSHOT_DATA: &[u8] = b"data";
 

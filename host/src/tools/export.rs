@@ -51,7 +51,7 @@ use wazoo_proto::{Acl, Id};
 use openraft::{BasicNode, CommittedLeaderId, LogId, Membership, StoredMembership};
 
 use crate::command::ZXID_POSITION_BITS;
-use crate::raft::db::{CF_LOG, CF_LOG_META, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT};
+use crate::raft::db::{CF_SM_DATA, CF_SM_META};
 use crate::raft::STANDALONE_NODE_ID;
 use crate::state_machine::{Session, StateMachine};
 use crate::tree::{NodeKind, StatPersisted, Znode};
@@ -445,10 +445,7 @@ fn prepare_empty_dir(dir: &Path) -> anyhow::Result<()> {
 /// What `sm_meta` records: the last applied log id and the membership.
 type AppliedState = (Option<LogId<u64>>, StoredMembership<u64, BasicNode>);
 
-/// `sm_meta` keys of `raft::state_machine_store` (private there; the `snapshot` tools
-/// read `last_applied` the same way).
-const KEY_LAST_APPLIED: &[u8] = b"last_applied";
-const KEY_LAST_MEMBERSHIP: &[u8] = b"last_membership";
+use crate::raft::state_machine_store::{KEY_LAST_APPLIED, KEY_LAST_MEMBERSHIP};
 
 /// Zxids are derived from raft log indexes (`index << 16 | position`), so a fresh raft
 /// log starting at index 0 would hand out zxids (and session ids, `SESSION_ID_BASE |
@@ -486,7 +483,7 @@ pub(crate) fn write_data_dir(sm: &StateMachine, dir: &Path) -> anyhow::Result<()
     opts.create_if_missing(true);
     opts.set_error_if_exists(true);
     opts.create_missing_column_families(true);
-    let cfs = [CF_LOG, CF_LOG_META, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT]
+    let cfs = crate::raft::db::ALL_CFS
         .iter()
         .map(|name| ColumnFamilyDescriptor::new(*name, Options::default()));
     let db = DB::open_cf_descriptors(&opts, &path, cfs)

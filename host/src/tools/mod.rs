@@ -27,11 +27,7 @@ pub mod log;
 pub mod snapshot;
 pub mod zookeeper_import;
 
-use crate::raft::db::{CF_LOG, CF_LOG_META, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT};
-
-/// The column families the server creates; all are opened (RocksDB requires every
-/// existing column family to be named when opening).
-const ALL_CFS: [&str; 5] = [CF_LOG, CF_LOG_META, CF_SM_DATA, CF_SM_META, CF_SNAPSHOT];
+use crate::raft::db::ALL_CFS;
 
 /// The RocksDB directory for `dir`: `dir/raft` when `dir` is a data directory, `dir`
 /// itself when it already is the database directory (has a `CURRENT` file).

@@ -81,7 +81,7 @@ pub fn load(dir: &Path) -> anyhow::Result<Loaded> {
         .cf_handle(CF_SM_META)
         .context("column family sm_meta missing")?;
     let last_applied: Option<LogId<u64>> = match db
-        .get_cf(meta_cf, b"last_applied")
+        .get_cf(meta_cf, crate::raft::state_machine_store::KEY_LAST_APPLIED)
         .context("reading sm_meta")?
     {
         Some(b) => rmp_serde::from_slice(&b).context("decoding last_applied")?,

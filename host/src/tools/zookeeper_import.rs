@@ -38,7 +38,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
 use serde::Serialize;
-use wazoo_proto::consts::{CONTAINER_EPHEMERAL_OWNER, TTL_EPHEMERAL_OWNER_MASK};
+use wazoo_proto::consts::{op, CONTAINER_EPHEMERAL_OWNER, TTL_EPHEMERAL_OWNER_MASK};
 use wazoo_proto::{Acl, DecodeError, Reader, Record};
 
 use crate::state_machine::{Session, StateMachine};
@@ -46,21 +46,6 @@ use crate::tree::{StatPersisted, Znode};
 
 const SNAP_MAGIC: i32 = 0x5a4b_534e; // "ZKSN"
 const LOG_MAGIC: i32 = 0x5a4b_4c47; // "ZKLG"
-
-// OpCodes of logged transactions.
-const OP_ERROR: i32 = -1;
-const OP_CREATE: i32 = 1;
-const OP_DELETE: i32 = 2;
-const OP_SET_DATA: i32 = 5;
-const OP_SET_ACL: i32 = 7;
-const OP_CHECK: i32 = 13;
-const OP_MULTI: i32 = 14;
-const OP_CREATE2: i32 = 15;
-const OP_CREATE_CONTAINER: i32 = 19;
-const OP_DELETE_CONTAINER: i32 = 20;
-const OP_CREATE_TTL: i32 = 21;
-const OP_CREATE_SESSION: i32 = -10;
-const OP_CLOSE_SESSION: i32 = -11;
 
 /// What an import did.
 #[derive(Debug, Clone, Serialize, Default)]
@@ -384,7 +369,7 @@ fn apply_txn(
     let zxid = hdr.zxid;
     let time = hdr.time;
     Ok(match ty {
-        OP_CREATE | OP_CREATE2 => {
+        op::CREATE | op::CREATE2 => {
             let path = r.read_ustring().map_err(de)?;
             let data = r.read_buffer().map_err(de)?;
             let acl = read_acls(r).map_err(de)?;
@@ -392,7 +377,7 @@ fn apply_txn(
             let parent_cversion = r.read_i32().map_err(de)?;
             let owner = if ephemeral { hdr.client_id } else { 0 };
             let res = st.create(&path, data, acl, owner, parent_cversion, zxid, time);
-            if res.is_err() && ty == OP_CREATE && st.nodes.contains_key(&path) {
+            if res.is_err() && ty == op::CREATE && st.nodes.contains_key(&path) {
                 // DataTree.processTxn: a create hitting NodeExists adjusts the parent.
                 if let Some(p) = st.nodes.get_mut(parent_of(&path)) {
                     bump_cversion(p, parent_cversion, zxid);
@@ -400,23 +385,23 @@ fn apply_txn(
             }
             res
         }
-        OP_CREATE_CONTAINER | OP_CREATE_TTL => {
+        op::CREATE_CONTAINER | op::CREATE_TTL => {
             let path = r.read_ustring().map_err(de)?;
             let data = r.read_buffer().map_err(de)?;
             let acl = read_acls(r).map_err(de)?;
             let parent_cversion = r.read_i32().map_err(de)?;
-            let owner = if ty == OP_CREATE_TTL {
+            let owner = if ty == op::CREATE_TTL {
                 TTL_EPHEMERAL_OWNER_MASK | r.read_i64().map_err(de)?
             } else {
                 CONTAINER_EPHEMERAL_OWNER
             };
             st.create(&path, data, acl, owner, parent_cversion, zxid, time)
         }
-        OP_DELETE | OP_DELETE_CONTAINER => {
+        op::DELETE | op::DELETE_CONTAINER => {
             let path = r.read_ustring().map_err(de)?;
             st.delete(&path, zxid)
         }
-        OP_SET_DATA => {
+        op::SET_DATA => {
             let path = r.read_ustring().map_err(de)?;
             let data = r.read_buffer().map_err(de)?;
             let version = r.read_i32().map_err(de)?;
@@ -431,7 +416,7 @@ fn apply_txn(
                 }
             }
         }
-        OP_SET_ACL => {
+        op::SET_ACL => {
             let path = r.read_ustring().map_err(de)?;
             let acl = read_acls(r).map_err(de)?;
             let version = r.read_i32().map_err(de)?;
@@ -444,12 +429,12 @@ fn apply_txn(
                 }
             }
         }
-        OP_CREATE_SESSION => {
+        op::CREATE_SESSION => {
             let timeout = r.read_i32().map_err(de)?;
             st.sessions.insert(hdr.client_id, timeout);
             Ok(())
         }
-        OP_CLOSE_SESSION => {
+        op::CLOSE_SESSION => {
             // 3.6+: CloseSessionTxn{vector<ustring> paths2Delete}; older: empty body.
             let paths = if r.remaining() >= 4 {
                 r.read_string_vec().unwrap_or_default()
@@ -459,8 +444,8 @@ fn apply_txn(
             st.kill_session(hdr.client_id, &paths, zxid);
             Ok(())
         }
-        OP_ERROR | OP_CHECK => Ok(()),
-        OP_MULTI => {
+        op::ERROR | op::CHECK => Ok(()),
+        op::MULTI => {
             let n = r.read_vec_len().map_err(de)?;
             let mut subs = Vec::with_capacity(n);
             for _ in 0..n {
@@ -469,12 +454,12 @@ fn apply_txn(
                 subs.push((t, body));
             }
             // A failed multi was logged with error sub-txns and changed nothing.
-            if subs.iter().any(|(t, _)| *t == OP_ERROR) {
+            if subs.iter().any(|(t, _)| *t == op::ERROR) {
                 return Ok(Ok(()));
             }
             let mut res = Ok(());
             for (t, body) in subs {
-                if t == OP_MULTI {
+                if t == op::MULTI {
                     bail!("nested multi txn at zxid 0x{zxid:x}");
                 }
                 let mut sr = Reader::new(&body);
