@@ -35,6 +35,8 @@ pub mod bench;
 pub mod command;
 pub mod config;
 pub mod raft;
+pub mod recipe;
+pub mod recipe_cli;
 pub mod server;
 pub mod state_machine;
 pub mod tools;

@@ -1,0 +1,1 @@
+//! `wazoo recipe upload|list|call|delete`: the recipe command line (client side).
