@@ -5,6 +5,9 @@
 #
 # Phases, all of which run even when an earlier one failed:
 #   setup        apt packages, Python venv (scripts/setup.sh)
+#   recipes      build the wasm recipes (recipes/*) into $WAZOO_RECIPES_DIR and run
+#                their native tests (scripts/build-recipes.sh --test); the server's
+#                recipe tests load the built modules from there
 #   cargo build  cargo build --workspace --all-targets (debug)
 #   cargo test   cargo test --workspace --no-fail-fast
 #   pytest       tests/python (kazoo and zkCli.sh against Apache ZooKeeper and Wazoo)
@@ -70,6 +73,10 @@ export WAZOO_BIN="$CARGO_TARGET_DIR/debug/wazoo"
 export ZK_HOME="${ZK_HOME:-/usr/share/zookeeper}"
 printf 'CARGO_TARGET_DIR=%s\nWAZOO_BIN=%s\nZK_HOME=%s\nWAZOO_VENV=%s\n' \
     "$CARGO_TARGET_DIR" "$WAZOO_BIN" "$ZK_HOME" "$WAZOO_VENV"
+
+# --- wasm recipes (before cargo test, which runs them in the server) ---
+export WAZOO_RECIPES_DIR="${WAZOO_RECIPES_DIR:-$WAZOO_CACHE_DIR/recipes}"
+phase "recipes" 1800 "$ROOT/scripts/build-recipes.sh" --test
 
 # --- Rust ---
 phase "cargo build" 2400 cargo build --workspace --all-targets

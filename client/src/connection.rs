@@ -7,9 +7,9 @@
 //! `ConnectionClosed`, `Client` establishes a new `Connection` with its session id,
 //! password and last zxid, then replays auth and setWatches, as ClientCnxn does.
 
-use crate::{ClientError, ConnectOptions, WatchedEvent};
+use crate::{ClientError, ConnectOptions, RecipeMessage, WatchedEvent};
 use bytes::BytesMut;
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -20,10 +20,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use wazoo_proto::consts::xid;
 use wazoo_proto::frame::take_frame;
+use wazoo_proto::recipe;
 use wazoo_proto::request::encode_request_frame;
+use wazoo_proto::response::decode_recipe_error;
 use wazoo_proto::{
-    ConnectRequest, ConnectResponse, DecodeError, ErrorCode, Reader, Record, ReplyHeader, Request,
-    Response, WatcherEvent,
+    ConnectRequest, ConnectResponse, DecodeError, ErrorCode, Reader, RecipeNotification, Record,
+    ReplyHeader, Request, Response, WatcherEvent,
 };
 
 /// Largest reply frame the client accepts. Larger than the server's default
@@ -37,9 +39,24 @@ pub(crate) struct Reply {
     pub result: Result<Response, ErrorCode>,
     /// Notifications (xid -1) this connection had received before this reply.
     pub events_before: u64,
+    /// The message body of a recipe op's error reply (`None` when header-only).
+    pub error_message: Option<String>,
+    /// For a recipeCall answered "parked": resolves with the kind-1 notification
+    /// carrying its call id (registered by the reader before the reply is handed
+    /// over, so a notification right behind the reply is never missed).
+    pub parked: Option<ParkedCall>,
 }
 
 type Waiter = oneshot::Sender<Result<Reply, ClientError>>;
+
+/// The completion of a parked recipe call: the kind-1 `RecipeNotification`, or
+/// `ConnectionClosed` if the connection ends first.
+pub(crate) type ParkedCall = oneshot::Receiver<Result<RecipeNotification, ClientError>>;
+type ParkedWaiter = oneshot::Sender<Result<RecipeNotification, ClientError>>;
+
+/// Completions for call ids no parked reply has claimed yet are kept, up to this
+/// many, in case a server sends a completion ahead of the parked reply.
+const MAX_UNCLAIMED_COMPLETIONS: usize = 64;
 
 struct Pending {
     xid: i32,
@@ -59,6 +76,10 @@ struct State {
     pending: VecDeque<Pending>,
     special: [VecDeque<Pending>; 3],
     out: Option<mpsc::UnboundedSender<Vec<u8>>>,
+    /// Parked recipe calls by call id, waiting for their kind-1 notification.
+    parked: HashMap<i64, ParkedWaiter>,
+    /// Kind-1 notifications that arrived before their parked reply (oldest first).
+    unclaimed: VecDeque<RecipeNotification>,
 }
 
 impl State {
@@ -124,10 +145,10 @@ impl Shared {
         Ok(())
     }
 
-    /// Marks the connection closed and fails every waiting request with
-    /// `ConnectionClosed`. Idempotent; the first reason wins.
+    /// Marks the connection closed and fails every waiting request, and every parked
+    /// recipe call, with `ConnectionClosed`. Idempotent; the first reason wins.
     pub(crate) fn close(&self, reason: &str) {
-        let waiters: Vec<Pending> = {
+        let (waiters, parked) = {
             let mut st = self.state.lock().unwrap();
             if st.closed.is_none() {
                 tracing::debug!(reason, "zookeeper connection closed");
@@ -138,11 +159,61 @@ impl Shared {
             for q in st.special.iter_mut() {
                 all.extend(q.drain(..));
             }
-            all
+            st.unclaimed.clear();
+            let parked: Vec<ParkedWaiter> = st.parked.drain().map(|(_, w)| w).collect();
+            (all, parked)
         };
         for p in waiters {
             if let Some(w) = p.waiter {
                 let _ = w.send(Err(ClientError::ConnectionClosed));
+            }
+        }
+        for w in parked {
+            let _ = w.send(Err(ClientError::ConnectionClosed));
+        }
+    }
+
+    /// Registers a parked call's waiter, taking the call id's completion if it
+    /// already arrived. After close, the receiver resolves to `ConnectionClosed`.
+    fn park(&self, call_id: i64) -> ParkedCall {
+        let (tx, rx) = oneshot::channel();
+        let mut st = self.state.lock().unwrap();
+        if st.closed.is_some() {
+            let _ = tx.send(Err(ClientError::ConnectionClosed));
+        } else if let Some(i) = st.unclaimed.iter().position(|n| n.call_id == call_id) {
+            let n = st.unclaimed.remove(i).expect("index from position");
+            let _ = tx.send(Ok(n));
+        } else if let Some(old) = st.parked.insert(call_id, tx) {
+            // A call id reused while still parked: the server broke its contract.
+            tracing::warn!(
+                call_id,
+                "recipe call id parked twice; the older call is failed"
+            );
+            let _ = old.send(Err(ClientError::Decode(DecodeError::Invalid(
+                "recipe call id reused by the server while still parked",
+            ))));
+        }
+        rx
+    }
+
+    /// Hands a kind-1 notification to its parked call.
+    fn complete_parked(&self, n: RecipeNotification) {
+        let mut st = self.state.lock().unwrap();
+        match st.parked.remove(&n.call_id) {
+            Some(w) => {
+                drop(st);
+                // The caller may have given up waiting (its future dropped): fine.
+                let _ = w.send(Ok(n));
+            }
+            None => {
+                tracing::debug!(
+                    call_id = n.call_id,
+                    "recipe completion for a call id with no parked call; kept for a while"
+                );
+                if st.unclaimed.len() >= MAX_UNCLAIMED_COMPLETIONS {
+                    st.unclaimed.pop_front();
+                }
+                st.unclaimed.push_back(n);
             }
         }
     }
@@ -203,18 +274,18 @@ impl Connection {
     }
 }
 
+/// Receivers of one connection's pushed frames: watch events (xid -1) and recipe
+/// messages (xid -100, kind 2).
+pub(crate) struct Channels {
+    pub events: mpsc::UnboundedReceiver<WatchedEvent>,
+    pub recipe_messages: mpsc::UnboundedReceiver<RecipeMessage>,
+}
+
 /// Connects, performs the session handshake, and starts the connection's tasks.
 pub(crate) async fn establish(
     addr: &str,
     opts: &ConnectOptions,
-) -> Result<
-    (
-        Connection,
-        ConnectResponse,
-        mpsc::UnboundedReceiver<WatchedEvent>,
-    ),
-    ClientError,
-> {
+) -> Result<(Connection, ConnectResponse, Channels), ClientError> {
     let handshake_deadline = Duration::from_millis(opts.timeout_ms.max(1000) as u64);
     let (stream, resp, leftover) = tokio::time::timeout(handshake_deadline, handshake(addr, opts))
         .await
@@ -231,6 +302,7 @@ pub(crate) async fn establish(
     let (rd, wr) = stream.into_split();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
     let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+    let (msg_tx, msg_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             closed: None,
@@ -238,19 +310,37 @@ pub(crate) async fn establish(
             pending: VecDeque::new(),
             special: Default::default(),
             out: Some(out_tx),
+            parked: HashMap::new(),
+            unclaimed: VecDeque::new(),
         }),
         last_zxid: AtomicI64::new(opts.last_zxid_seen),
     });
     let timeout = Duration::from_millis(resp.timeout_ms as u64);
     let tasks = vec![
-        tokio::spawn(read_loop(shared.clone(), rd, leftover, ev_tx, timeout)),
+        tokio::spawn(read_loop(
+            shared.clone(),
+            rd,
+            leftover,
+            Pushed {
+                events: ev_tx,
+                recipe_messages: msg_tx,
+            },
+            timeout,
+        )),
         tokio::spawn(write_loop(shared.clone(), wr, out_rx)),
         tokio::spawn(ping_loop(
             Arc::downgrade(&shared),
             (timeout / 3).max(Duration::from_millis(10)),
         )),
     ];
-    Ok((Connection { shared, tasks }, resp, ev_rx))
+    Ok((
+        Connection { shared, tasks },
+        resp,
+        Channels {
+            events: ev_rx,
+            recipe_messages: msg_rx,
+        },
+    ))
 }
 
 async fn handshake(
@@ -297,11 +387,17 @@ async fn handshake(
     }
 }
 
+/// Where the reader delivers frames nobody asked for.
+struct Pushed {
+    events: mpsc::UnboundedSender<WatchedEvent>,
+    recipe_messages: mpsc::UnboundedSender<RecipeMessage>,
+}
+
 async fn read_loop(
     shared: Arc<Shared>,
     mut rd: OwnedReadHalf,
     mut buf: BytesMut,
-    events: mpsc::UnboundedSender<WatchedEvent>,
+    pushed: Pushed,
     idle_timeout: Duration,
 ) {
     let mut events_seen: u64 = 0;
@@ -309,7 +405,7 @@ async fn read_loop(
         loop {
             match take_frame(&mut buf, MAX_REPLY_LEN) {
                 Ok(Some(frame)) => {
-                    if let Err(reason) = handle_frame(&shared, &frame, &events, &mut events_seen) {
+                    if let Err(reason) = handle_frame(&shared, &frame, &pushed, &mut events_seen) {
                         break 'outer reason;
                     }
                 }
@@ -333,7 +429,7 @@ async fn read_loop(
 fn handle_frame(
     shared: &Shared,
     frame: &[u8],
-    events: &mpsc::UnboundedSender<WatchedEvent>,
+    pushed: &Pushed,
     events_seen: &mut u64,
 ) -> Result<(), String> {
     let mut r = Reader::new(frame);
@@ -344,7 +440,7 @@ fn handle_frame(
     if h.xid == xid::NOTIFICATION {
         let ev = WatcherEvent::decode(&mut r).map_err(|e| format!("bad notification: {e}"))?;
         *events_seen += 1;
-        let _ = events.send(WatchedEvent {
+        let _ = pushed.events.send(WatchedEvent {
             event_type: ev.event_type,
             state: ev.state,
             path: ev.path,
@@ -352,28 +448,76 @@ fn handle_frame(
         });
         return Ok(());
     }
+    if h.xid == xid::RECIPE_NOTIFICATION {
+        handle_recipe_notification(shared, &h, &mut r, pushed)?;
+        return Ok(());
+    }
     let Some(p) = shared.take_pending(h.xid)? else {
         return Ok(());
     };
+    let mut error_message = None;
     let result = if h.err == 0 {
         Response::decode(p.opcode, &mut r)
             .map(Ok)
             .map_err(ClientError::Decode)
     } else {
         match ErrorCode::from_i32(h.err) {
-            Some(code) => Ok(Err(code)),
+            Some(code) => {
+                if recipe::is_recipe_op(p.opcode) {
+                    // A garbled message body does not hide the (valid) code.
+                    error_message = decode_recipe_error(&mut r).unwrap_or_else(|e| {
+                        tracing::debug!(error = %e, "undecodable recipe error message");
+                        None
+                    });
+                }
+                Ok(Err(code))
+            }
             None => Err(ClientError::Decode(DecodeError::BadValue {
                 field: "ReplyHeader.err",
                 value: h.err as i64,
             })),
         }
     };
+    // Register a parked call here, before anything after this frame is read.
+    let parked = match &result {
+        Ok(Ok(Response::RecipeCall {
+            state: recipe::CALL_PARKED,
+            call_id,
+            ..
+        })) if p.opcode == wazoo_proto::consts::op::RECIPE_CALL => Some(shared.park(*call_id)),
+        _ => None,
+    };
     if let Some(w) = p.waiter {
         let _ = w.send(result.map(|result| Reply {
             zxid: h.zxid,
             result,
             events_before: *events_seen,
+            error_message,
+            parked,
         }));
+    }
+    Ok(())
+}
+
+/// A frame with xid -100. Kinds this client does not know are skipped (a newer server
+/// may add some); an undecodable notification is a protocol violation.
+fn handle_recipe_notification(
+    shared: &Shared,
+    h: &ReplyHeader,
+    r: &mut Reader<'_>,
+    pushed: &Pushed,
+) -> Result<(), String> {
+    let n = RecipeNotification::decode(r).map_err(|e| format!("bad recipe notification: {e}"))?;
+    match n.kind {
+        recipe::NOTIFY_CALL_COMPLETED => shared.complete_parked(n),
+        recipe::NOTIFY_MESSAGE => {
+            let _ = pushed.recipe_messages.send(RecipeMessage {
+                module: n.module,
+                payload: n.payload,
+                zxid: h.zxid,
+            });
+        }
+        kind => tracing::debug!(kind, "recipe notification of an unknown kind; ignored"),
     }
     Ok(())
 }

@@ -8,20 +8,32 @@
 //! channel from [`Client::take_events`], in the order the server sent them. A
 //! background ping every negotiated-timeout/3 keeps the session alive.
 //!
-//! When the connection is lost every outstanding and later request fails with
-//! [`ClientError::ConnectionClosed`]; there is no reconnect yet (see `connection.rs`
+//! Wazoo's recipe extension (server-side wasm, docs/PROTOCOL.md "Recipe extension")
+//! has typed helpers: [`Client::recipe_upload`], [`Client::recipe_list`],
+//! [`Client::recipe_delete`], [`Client::recipe_call`] (which waits out a parked call)
+//! and [`Client::recipe_call_typed`]; messages recipes push to the session arrive on
+//! [`Client::take_recipe_messages`]. Their failures are [`ClientError::Recipe`], with
+//! the server's code and message.
+//!
+//! When the connection is lost every outstanding and later request (and every parked
+//! recipe call) fails with [`ClientError::ConnectionClosed`]; there is no reconnect yet (see `connection.rs`
 //! for where it goes). Dropping the last `Client` handle closes the socket without
 //! closeSession, so the session lives on until the server expires it;
 //! [`Client::close`] ends it properly.
 
 mod connection;
+#[cfg(test)]
+mod recipe_tests;
 
 pub use wazoo_proto as proto;
 
-use connection::{Connection, Reply};
+pub use wazoo_proto::RecipeInfo;
+
+use connection::{Connection, ParkedCall, Reply};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc::UnboundedReceiver;
 use wazoo_proto::consts::perms;
+use wazoo_proto::recipe;
 use wazoo_proto::{
     Acl, AuthPacket, CheckVersionRequest, CreateKind, CreateOp, DecodeError, DeleteRequest,
     ErrorCode, Id, OpResult, PathWatchRequest, Request, Response, SetDataRequest, Stat, WriteOp,
@@ -66,6 +78,27 @@ pub struct WatchedEvent {
     pub zxid: i64,
 }
 
+/// A message a recipe pushed to this session (`RecipeNotification` kind 2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipeMessage {
+    /// The recipe (module name) that sent it.
+    pub module: String,
+    /// MessagePack, as the recipe wrote it.
+    pub payload: Vec<u8>,
+    /// The notification header's zxid.
+    pub zxid: i64,
+}
+
+/// The reply to a successful [`Client::recipe_upload`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecipeUploaded {
+    pub name: String,
+    /// The version the server assigned to this module.
+    pub version: i32,
+    /// SHA-256 of the module, lowercase hex.
+    pub sha256: String,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
     #[error("i/o error: {0}")]
@@ -79,6 +112,24 @@ pub enum ClientError {
     ConnectionClosed,
     #[error("server returned {0}")]
     Zk(ErrorCode),
+    /// A recipe operation failed: the server's code (a `Recipe*` code, or NoAuth,
+    /// BadArguments, MarshallingError...) and its human-readable reason (empty when
+    /// the server sent none). Displays as `NAME: message`, e.g.
+    /// `RecipeFailed: unknown function x`.
+    #[error("{}", recipe_error_text(.code, .message))]
+    Recipe { code: ErrorCode, message: String },
+    /// Recipe arguments that cannot be encoded, or a reply that does not decode, as
+    /// the requested type ([`Client::recipe_call_typed`]).
+    #[error("MessagePack: {0}")]
+    MessagePack(String),
+}
+
+fn recipe_error_text(code: &ErrorCode, message: &str) -> String {
+    if message.is_empty() {
+        code.name().to_string()
+    } else {
+        format!("{}: {message}", code.name())
+    }
 }
 
 impl From<ErrorCode> for ClientError {
@@ -88,10 +139,20 @@ impl From<ErrorCode> for ClientError {
 }
 
 impl ClientError {
-    /// The ZooKeeper error code, if this is one.
+    /// The ZooKeeper error code, if this is one. A lost connection is ConnectionLoss,
+    /// as in ZooKeeper's clients.
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
-            ClientError::Zk(c) => Some(*c),
+            ClientError::Zk(c) | ClientError::Recipe { code: c, .. } => Some(*c),
+            ClientError::ConnectionClosed => Some(ErrorCode::ConnectionLoss),
+            _ => None,
+        }
+    }
+
+    /// The server's message for a recipe error.
+    pub fn recipe_message(&self) -> Option<&str> {
+        match self {
+            ClientError::Recipe { message, .. } => Some(message),
             _ => None,
         }
     }
@@ -145,6 +206,7 @@ struct Inner {
     read_only: bool,
     conn: Connection,
     events: Mutex<Option<UnboundedReceiver<WatchedEvent>>>,
+    recipe_messages: Mutex<Option<UnboundedReceiver<RecipeMessage>>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -165,7 +227,7 @@ impl Client {
     /// Connects to `addr` (`host:port`) and establishes (or resumes) a session.
     /// A refused session (ConnectResponse timeout 0) is [`ClientError::SessionRefused`].
     pub async fn connect(addr: &str, opts: ConnectOptions) -> Result<Client, ClientError> {
-        let (conn, resp, events) = connection::establish(addr, &opts).await?;
+        let (conn, resp, channels) = connection::establish(addr, &opts).await?;
         Ok(Client {
             inner: Arc::new(Inner {
                 session_id: resp.session_id,
@@ -173,7 +235,8 @@ impl Client {
                 timeout_ms: resp.timeout_ms,
                 read_only: resp.read_only.unwrap_or(false),
                 conn,
-                events: Mutex::new(Some(events)),
+                events: Mutex::new(Some(channels.events)),
+                recipe_messages: Mutex::new(Some(channels.recipe_messages)),
             }),
         })
     }
@@ -237,6 +300,7 @@ impl Client {
             zxid,
             result,
             events_before,
+            ..
         } = self.inner.conn.request(&req).await?;
         Ok((zxid, result, events_before))
     }
@@ -438,11 +502,167 @@ impl Client {
         }
     }
 
+    /// Messages recipes push to this session (`RecipeNotification` kind 2), in arrival
+    /// order. Call once; further calls return None. The channel ends when the
+    /// connection closes.
+    pub fn take_recipe_messages(&self) -> Option<UnboundedReceiver<RecipeMessage>> {
+        self.inner.recipe_messages.lock().unwrap().take()
+    }
+
+    /// Sends a recipe op; an error reply becomes [`ClientError::Recipe`] with the
+    /// server's message. A parked recipeCall also returns its completion's receiver.
+    async fn recipe_request(
+        &self,
+        req: Request,
+    ) -> Result<(Response, Option<ParkedCall>), ClientError> {
+        let reply = self.inner.conn.request(&req).await?;
+        match reply.result {
+            Ok(resp) => Ok((resp, reply.parked)),
+            Err(code) => Err(ClientError::Recipe {
+                code,
+                message: reply.error_message.unwrap_or_default(),
+            }),
+        }
+    }
+
+    /// recipeUpload (op 1000): registers `module` (wasm bytes) as the next version of
+    /// recipe `name`. Needs ADMIN permission when the server enforces it (NoAuth).
+    pub async fn recipe_upload(
+        &self,
+        name: &str,
+        module: &[u8],
+    ) -> Result<RecipeUploaded, ClientError> {
+        match self
+            .recipe_request(Request::RecipeUpload {
+                name: name.into(),
+                module: module.to_vec(),
+            })
+            .await?
+            .0
+        {
+            Response::RecipeUploaded {
+                name,
+                version,
+                sha256,
+            } => Ok(RecipeUploaded {
+                name,
+                version,
+                sha256,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// recipeList (op 1001): the versions of recipe `name`, or of every recipe for "".
+    pub async fn recipe_list(&self, name: &str) -> Result<Vec<RecipeInfo>, ClientError> {
+        match self
+            .recipe_request(Request::RecipeList { name: name.into() })
+            .await?
+            .0
+        {
+            Response::RecipeList(infos) => Ok(infos),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// recipeDelete (op 1002): deletes one version of recipe `name`, or every version
+    /// for `version` -1.
+    pub async fn recipe_delete(&self, name: &str, version: i32) -> Result<(), ClientError> {
+        self.recipe_request(Request::RecipeDelete {
+            name: name.into(),
+            version,
+        })
+        .await?;
+        Ok(())
+    }
+
+    /// recipeCall (op 1003): runs `function` of recipe `name` (`version` -1: the
+    /// latest) with MessagePack `args`, and returns its MessagePack reply. A call the
+    /// server parks is awaited here until its completion notification arrives; if the
+    /// connection closes first it fails with [`ClientError::ConnectionClosed`] (code
+    /// ConnectionLoss). Failures are [`ClientError::Recipe`].
+    pub async fn recipe_call(
+        &self,
+        name: &str,
+        version: i32,
+        function: &str,
+        args: Vec<u8>,
+    ) -> Result<Vec<u8>, ClientError> {
+        let (resp, parked) = self
+            .recipe_request(Request::RecipeCall {
+                name: name.into(),
+                version,
+                function: function.into(),
+                args,
+            })
+            .await?;
+        match resp {
+            Response::RecipeCall {
+                state: recipe::CALL_COMPLETED,
+                reply,
+                ..
+            } => Ok(reply),
+            Response::RecipeCall {
+                state: recipe::CALL_PARKED,
+                call_id,
+                ..
+            } => {
+                let parked = parked.ok_or(ClientError::Decode(DecodeError::Invalid(
+                    "parked recipe call without a completion slot",
+                )))?;
+                let n = parked.await.unwrap_or(Err(ClientError::ConnectionClosed))?;
+                tracing::trace!(call_id, err = n.err, "parked recipe call completed");
+                completion_result(n.err, n.message, n.payload)
+            }
+            Response::RecipeCall { state, .. } => Err(ClientError::Decode(DecodeError::BadValue {
+                field: "RecipeCallResponse.state",
+                value: state as i64,
+            })),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// [`recipe_call`](Self::recipe_call) with typed arguments and reply: `args` is
+    /// encoded with `rmp_serde::to_vec_named` (structs as maps, as the recipe SDK
+    /// expects) and the reply decoded as `R`. Encoding or decoding failures are
+    /// [`ClientError::MessagePack`].
+    pub async fn recipe_call_typed<A, R>(
+        &self,
+        name: &str,
+        version: i32,
+        function: &str,
+        args: &A,
+    ) -> Result<R, ClientError>
+    where
+        A: serde::Serialize + ?Sized,
+        R: serde::de::DeserializeOwned,
+    {
+        let args = rmp_serde::to_vec_named(args)
+            .map_err(|e| ClientError::MessagePack(format!("encoding the arguments: {e}")))?;
+        let reply = self.recipe_call(name, version, function, args).await?;
+        rmp_serde::from_slice(&reply)
+            .map_err(|e| ClientError::MessagePack(format!("decoding the reply: {e}")))
+    }
+
     /// closeSession (op -11): ends the session (its ephemerals go) and waits for the
     /// reply. The server then closes the connection.
     pub async fn close(self) -> Result<(), ClientError> {
         self.call(Request::CloseSession).await?;
         Ok(())
+    }
+}
+
+/// The result carried by a kind-1 recipe notification: `err` 0 is the reply.
+fn completion_result(err: i32, message: String, payload: Vec<u8>) -> Result<Vec<u8>, ClientError> {
+    if err == 0 {
+        return Ok(payload);
+    }
+    match ErrorCode::from_i32(err) {
+        Some(code) => Err(ClientError::Recipe { code, message }),
+        None => Err(ClientError::Decode(DecodeError::BadValue {
+            field: "RecipeNotification.err",
+            value: err as i64,
+        })),
     }
 }
 
@@ -474,5 +694,44 @@ mod tests {
         assert_eq!(o.timeout_ms, 30000);
         assert_eq!(o.session_id, 0);
         assert_eq!(open_acl_unsafe()[0].perms, 31);
+    }
+
+    #[test]
+    fn recipe_errors_show_name_and_message() {
+        let e = ClientError::Recipe {
+            code: ErrorCode::RecipeFailed,
+            message: "unknown function x".into(),
+        };
+        assert_eq!(e.to_string(), "RecipeFailed: unknown function x");
+        assert_eq!(e.code(), Some(ErrorCode::RecipeFailed));
+        assert_eq!(e.recipe_message(), Some("unknown function x"));
+        let e = ClientError::Recipe {
+            code: ErrorCode::NoAuth,
+            message: String::new(),
+        };
+        assert_eq!(e.to_string(), "NoAuth");
+        assert_eq!(
+            ClientError::ConnectionClosed.code(),
+            Some(ErrorCode::ConnectionLoss)
+        );
+    }
+
+    #[test]
+    fn completions() {
+        assert_eq!(
+            completion_result(0, String::new(), vec![1]).unwrap(),
+            vec![1]
+        );
+        match completion_result(-1106, "session closed".into(), vec![]) {
+            Err(ClientError::Recipe { code, message }) => {
+                assert_eq!(code, ErrorCode::RecipeCancelled);
+                assert_eq!(message, "session closed");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            completion_result(-424242, String::new(), vec![]),
+            Err(ClientError::Decode(_))
+        ));
     }
 }

@@ -47,7 +47,9 @@ pub struct Input {
 }
 
 /// Facts about the log entry being applied: the only sources of time and randomness a
-/// recipe has, identical on every replica.
+/// recipe has, identical on every replica. Every invocation caused by one operation
+/// (the call, and the event handlers its writes trigger) shares its `zxid` and
+/// `now_ms`; `seed` is derived from the zxid and the module name.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Context {
     /// The recipe's registered name and the version being run.
@@ -126,6 +128,10 @@ pub struct ParkedCall {
     pub function: String,
     #[serde(with = "serde_bytes")]
     pub args: Vec<u8>,
+    /// The caller's identities when it called (absent in records written before this
+    /// field existed).
+    #[serde(default)]
+    pub auth: Vec<Identity>,
 }
 
 /// ZooKeeper's znode Stat.
@@ -186,9 +192,9 @@ pub enum WriteOp {
 pub enum HostRequest {
     /// -> `Data` / `Error`.
     Get { path: String },
-    /// -> `Stat(Some)` / `Stat(None)` when absent.
+    /// -> `Stat(Some)` / `Stat(None)` when absent. No ACL check (as ZooKeeper's exists).
     Exists { path: String },
-    /// -> `Children` (sorted) / `Error`.
+    /// -> `Children` (sorted) / `Error(NoNode | NoAuth)`.
     Children { path: String },
     /// -> `Created` / `Error`.
     Create {
@@ -232,16 +238,19 @@ pub enum HostRequest {
     },
     /// Receive `Event::Node` for znodes at or under `prefix`. -> `Done`.
     Subscribe { prefix: String },
+    /// -> `Done` (also when not subscribed).
     Unsubscribe { prefix: String },
     /// Receive `Event::SessionClosed` when this session ends. -> `Done` /
     /// `Error(SessionExpired)` when it has already ended.
     WatchSession { session_id: i64 },
+    /// -> `Done`.
     UnwatchSession { session_id: i64 },
     /// Whether the session exists. -> `Bool`.
     SessionAlive { session_id: i64 },
     /// Fire `Event::Timer { name }` at or after `at_ms` (replaces a timer of the same
     /// name). -> `Done`.
     SetTimer { name: String, at_ms: i64 },
+    /// -> `Done` (also when no such timer).
     CancelTimer { name: String },
     /// A debug line in the server log (tracing, target `wazoo::recipe`). -> `Done`.
     Log(String),
@@ -257,7 +266,10 @@ pub enum HostResponse {
     Stat(Option<Stat>),
     Children(Vec<String>),
     /// The created path (with its sequence suffix) and its stat.
-    Created { path: String, stat: Stat },
+    Created {
+        path: String,
+        stat: Stat,
+    },
     Multi(Vec<Result<OpResult, ErrorCode>>),
     Parked(Vec<ParkedCall>),
     Bool(bool),
@@ -287,7 +299,9 @@ pub enum ErrorCode {
     NotEmpty,
     SessionExpired,
     InvalidAcl,
-    /// A host call not allowed here (e.g. `Reply` in an event handler, a second
-    /// `Reply`, `Park` after `Reply`), or a limit of the call was reached.
+    /// A host call not allowed here: `Reply`, `Park` or `Fail` in an event handler, or
+    /// after the call already has an outcome (a second `Reply`, `Fail` after `Park`).
+    /// Limits (writes, payload sizes, notifications) are not reported here: reaching
+    /// one aborts the whole invocation with `RecipeLimitExceeded`.
     NotAllowed,
 }

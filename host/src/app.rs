@@ -44,6 +44,10 @@ impl Application for StateMachine {
     fn restore(&mut self, rows: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String> {
         StateMachine::restore(self, rows)
     }
+
+    fn take_fatal(&mut self) -> Option<String> {
+        StateMachine::take_fatal(self)
+    }
 }
 
 #[cfg(test)]

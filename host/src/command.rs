@@ -47,6 +47,44 @@ pub enum CommandOp {
     /// Empty containers and expired TTL nodes the leader found; each is re-checked at
     /// apply with the entry's time, so a node that changed in between survives.
     RemoveStale { paths: Vec<String> },
+    /// Register a new version of a recipe module (docs/ABI.md). `profile` is the
+    /// proposer's determinism profile id (see `recipe::runtime::DeterminismProfile`):
+    /// the first upload pins it as the cluster's.
+    RecipeUpload {
+        session_id: i64,
+        auth: Vec<Id>,
+        name: String,
+        #[serde(with = "serde_bytes")]
+        module: Vec<u8>,
+        profile: String,
+    },
+    /// Delete one version (or every version, -1) of a recipe.
+    RecipeDelete {
+        session_id: i64,
+        auth: Vec<Id>,
+        name: String,
+        version: i32,
+    },
+    /// Call a recipe function; the call id is the operation's zxid.
+    RecipeCall {
+        session_id: i64,
+        auth: Vec<Id>,
+        name: String,
+        version: i32,
+        function: String,
+        #[serde(with = "serde_bytes")]
+        args: Vec<u8>,
+        profile: String,
+    },
+    /// The leader saw recipe timers due: fire those due at the entry's time.
+    RecipeTimers,
+    /// Pin the proposer's determinism profile as the cluster's (after an upgrade of
+    /// every server that changed it).
+    RecipeAdoptRuntime {
+        session_id: i64,
+        auth: Vec<Id>,
+        profile: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

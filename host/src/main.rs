@@ -37,6 +37,9 @@ enum Command {
     /// Migrate data from another server: `zookeeper ZK_DATA_DIR TARGET_DIR`.
     #[command(subcommand)]
     Import(wazoo::tools::ImportCommand),
+    /// Server-side wasm recipes: `upload`, `list`, `call`, `delete` (client side).
+    #[command(subcommand)]
+    Recipe(wazoo::recipe_cli::RecipeCommand),
 }
 
 #[derive(clap::Args)]
@@ -87,6 +90,8 @@ fn main() -> std::process::ExitCode {
         Command::Log(cmd) => wazoo::tools::run_log(cmd),
         Command::Data(cmd) => wazoo::tools::run_data(cmd),
         Command::Import(cmd) => wazoo::tools::run_import(cmd),
+        // Prints its own `error: NAME: message` and chooses the exit status.
+        Command::Recipe(cmd) => return runtime.block_on(wazoo::recipe_cli::run(cmd)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -9,6 +9,8 @@
 
 use crate::acl;
 use crate::command::{zxid_of, Command, CommandOp, CommandOutput, WriteRequest};
+use crate::recipe::apply::{ModuleSubs, PendingNotification};
+use crate::recipe::Runtime;
 use crate::tree::{DataTree, NewNode, NodeKind, TreeEvent, Znode};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -18,8 +20,8 @@ use wazoo_proto::consts::{
 };
 use wazoo_proto::path::validate_path;
 use wazoo_proto::{
-    Acl, ClientInfo, CreateKind, CreateOp, ErrorCode, Id, OpResult, ReadOp, Request, Response,
-    Stat, WriteOp,
+    Acl, ClientInfo, CreateKind, CreateOp, ErrorCode, Id, OpResult, ReadOp, RecipeNotification,
+    Request, Response, Stat, WriteOp,
 };
 
 /// High byte of session ids: session ids are `SESSION_ID_BASE | zxid of creation`,
@@ -40,6 +42,9 @@ pub trait Notifier: Send + Sync {
     fn tree_events(&self, zxid: i64, events: &[TreeEvent]);
     /// The session is gone (closed or expired): drop its watches, close its connection.
     fn session_closed(&self, session_id: i64);
+    /// A recipe notification for `session_id` (a completed parked call or a pushed
+    /// message), delivered in order with the session's replies and watch events.
+    fn recipe_notification(&self, zxid: i64, session_id: i64, n: &RecipeNotification);
 }
 
 /// A watch a read asks to leave behind.
@@ -57,6 +62,16 @@ pub struct StateMachine {
     last_zxid: i64,
     dirty_sessions: BTreeSet<i64>,
     notifier: Option<Arc<dyn Notifier>>,
+    /// Server-local: the wasm runtime recipes run on (None: recipes unavailable).
+    runtime: Option<Arc<Runtime>>,
+    /// Derived from /wazoo/subscriptions: which recipe wants which events.
+    recipe_subs: BTreeMap<String, ModuleSubs>,
+    /// Recipe notifications of the operation being applied, delivered after its tree
+    /// events.
+    pending_notifications: Vec<PendingNotification>,
+    /// Set when this replica cannot apply the log deterministically (a recipe
+    /// determinism profile mismatch): the raft store stops applying.
+    fatal: Option<String>,
 }
 
 impl Default for StateMachine {
@@ -81,7 +96,76 @@ impl StateMachine {
             last_zxid: 0,
             dirty_sessions: BTreeSet::new(),
             notifier: None,
+            runtime: None,
+            recipe_subs: BTreeMap::new(),
+            pending_notifications: Vec::new(),
+            fatal: None,
         }
+    }
+
+    /// An empty value to swap in while a recipe invocation owns the state machine
+    /// (no allocation: an empty tree without system nodes).
+    pub(crate) fn placeholder() -> StateMachine {
+        StateMachine {
+            tree: DataTree::default(),
+            sessions: BTreeMap::new(),
+            last_zxid: 0,
+            dirty_sessions: BTreeSet::new(),
+            notifier: None,
+            runtime: None,
+            recipe_subs: BTreeMap::new(),
+            pending_notifications: Vec::new(),
+            fatal: None,
+        }
+    }
+
+    pub fn set_recipe_runtime(&mut self, rt: Arc<Runtime>) {
+        self.runtime = Some(rt);
+    }
+
+    pub fn recipe_runtime(&self) -> Option<Arc<Runtime>> {
+        self.runtime.clone()
+    }
+
+    pub(crate) fn tree_mut(&mut self) -> &mut DataTree {
+        &mut self.tree
+    }
+
+    pub(crate) fn recipe_subs_index(&self) -> &BTreeMap<String, ModuleSubs> {
+        &self.recipe_subs
+    }
+
+    pub(crate) fn recipe_subs_index_mut(&mut self) -> &mut BTreeMap<String, ModuleSubs> {
+        &mut self.recipe_subs
+    }
+
+    pub(crate) fn queue_recipe_notification(&mut self, n: PendingNotification) {
+        self.pending_notifications.push(n);
+    }
+
+    pub(crate) fn set_fatal(&mut self, why: &str) {
+        tracing::error!("{why}");
+        if self.fatal.is_none() {
+            self.fatal = Some(why.to_string());
+        }
+    }
+
+    /// Why this replica must stop applying, if it must.
+    pub fn take_fatal(&mut self) -> Option<String> {
+        self.fatal.take()
+    }
+
+    /// A recipe's write: the same checks as a client's op inside a multi (the
+    /// invocation's savepoint undoes it if the invocation fails).
+    pub(crate) fn recipe_write_op(
+        &mut self,
+        session: i64,
+        auth: &[Id],
+        op: &WriteOp,
+        zxid: i64,
+        time: i64,
+    ) -> Result<OpResult, ErrorCode> {
+        self.write_op(session, auth, op, true, zxid, time)
     }
 
     pub fn set_notifier(&mut self, n: Arc<dyn Notifier>) {
@@ -131,12 +215,12 @@ impl StateMachine {
                 out.session_id = id;
             }
             CommandOp::CloseSession { session_id } => {
-                self.kill_session(*session_id, zxid);
+                self.kill_session(*session_id, zxid, time);
                 out.session_id = *session_id;
             }
             CommandOp::ExpireSessions { session_ids } => {
                 for id in session_ids {
-                    self.kill_session(*id, zxid);
+                    self.kill_session(*id, zxid, time);
                 }
             }
             CommandOp::Write {
@@ -158,8 +242,76 @@ impl StateMachine {
                     }
                 }
             }
+            CommandOp::RecipeUpload {
+                session_id,
+                auth,
+                name,
+                module,
+                profile,
+            } => {
+                out.session_id = *session_id;
+                out.result = if self.sessions.contains_key(session_id) {
+                    self.recipe_upload(zxid, time, auth, name, module, profile)
+                } else {
+                    Err(ErrorCode::SessionExpired)
+                };
+            }
+            CommandOp::RecipeDelete {
+                session_id,
+                auth,
+                name,
+                version,
+            } => {
+                out.session_id = *session_id;
+                out.result = if self.sessions.contains_key(session_id) {
+                    self.recipe_delete(zxid, time, auth, name, *version)
+                } else {
+                    Err(ErrorCode::SessionExpired)
+                };
+            }
+            CommandOp::RecipeCall {
+                session_id,
+                auth,
+                name,
+                version,
+                function,
+                args,
+                profile,
+            } => {
+                out.session_id = *session_id;
+                out.result = if self.sessions.contains_key(session_id) {
+                    self.recipe_call(
+                        zxid,
+                        time,
+                        *session_id,
+                        auth,
+                        name,
+                        *version,
+                        function,
+                        args,
+                        profile,
+                    )
+                } else {
+                    Err(ErrorCode::SessionExpired)
+                };
+            }
+            CommandOp::RecipeTimers => {
+                self.recipe_fire_timers(zxid, time);
+            }
+            CommandOp::RecipeAdoptRuntime {
+                session_id,
+                auth,
+                profile,
+            } => {
+                out.session_id = *session_id;
+                out.result = if self.sessions.contains_key(session_id) {
+                    self.recipe_adopt_runtime(zxid, time, auth, profile)
+                } else {
+                    Err(ErrorCode::SessionExpired)
+                };
+            }
         }
-        self.flush_events(zxid);
+        self.flush_events(zxid, time);
         out
     }
 
@@ -168,25 +320,50 @@ impl StateMachine {
         self.last_zxid = zxid_of(index, 0);
     }
 
-    fn flush_events(&mut self, zxid: i64) {
-        if self.tree.events.is_empty() {
-            return;
-        }
-        let events = std::mem::take(&mut self.tree.events);
-        if let Some(n) = &self.notifier {
-            n.tree_events(zxid, &events);
+    /// Hands the operation's tree events to the notifier, then its recipe
+    /// notifications, then runs the recipe event handlers they trigger (whose own
+    /// events and notifications follow, up to the cascade bounds).
+    fn flush_events(&mut self, zxid: i64, time: i64) {
+        let mut depth = 0;
+        let mut budget = crate::recipe::apply::MAX_EVENT_INVOCATIONS;
+        loop {
+            if self.tree.events.is_empty() && self.pending_notifications.is_empty() {
+                return;
+            }
+            let events = std::mem::take(&mut self.tree.events);
+            let notes = std::mem::take(&mut self.pending_notifications);
+            if let Some(n) = &self.notifier {
+                if !events.is_empty() {
+                    n.tree_events(zxid, &events);
+                }
+                for p in &notes {
+                    n.recipe_notification(zxid, p.session_id, &p.notification);
+                }
+            }
+            let triggered = self.recipe_node_events(&events);
+            if triggered.is_empty() {
+                continue;
+            }
+            // Past the cascade depth this runs no handler, so the loop ends once what
+            // the last handlers produced is delivered.
+            self.run_recipe_node_events(triggered, depth, &mut budget, zxid, time);
+            depth += 1;
         }
     }
 
-    fn kill_session(&mut self, id: i64, zxid: i64) {
+    fn kill_session(&mut self, id: i64, zxid: i64, time: i64) {
         if self.sessions.remove(&id).is_none() {
             return;
         }
         self.dirty_sessions.insert(id);
+        // Parked recipe calls are ephemerals of their caller: collect them before the
+        // ephemerals go, to tell their recipes which calls were cancelled.
+        let parked = self.recipe_parked_of(id);
         for path in self.tree.ephemerals_of(id) {
             let _ = self.tree.delete(&path, zxid);
         }
-        self.flush_events(zxid);
+        self.recipe_session_closed(id, parked, zxid, time);
+        self.flush_events(zxid, time);
         if let Some(n) = &self.notifier {
             n.session_closed(id);
         }
@@ -482,6 +659,7 @@ impl StateMachine {
                 Ok(Response::Multi(results))
             }
             Request::WhoAmI => Ok(Response::WhoAmI(auth.iter().map(client_info).collect())),
+            Request::RecipeList { name } => Ok(Response::RecipeList(self.recipe_list(name))),
             _ => Err(ErrorCode::Unimplemented),
         };
         (result, watches)
@@ -607,6 +785,8 @@ impl StateMachine {
         self.sessions = sessions;
         self.last_zxid = last_zxid;
         self.dirty_sessions.clear();
+        self.pending_notifications.clear();
+        self.rebuild_subs_index();
         if nodes_missing_root(&self.tree) {
             return Err(fmt_row_err("no root node"));
         }

@@ -107,6 +107,15 @@ pub struct NewNode {
     pub ephemeral_owner: i64,
 }
 
+/// Where [`DataTree::rollback_to`] returns to.
+#[derive(Debug, Clone, Copy)]
+#[must_use]
+pub struct Savepoint {
+    undo_len: usize,
+    events_len: usize,
+    was_recording: bool,
+}
+
 /// Undo record: the previous value of one path (None = it did not exist).
 type Undo = (String, Option<Znode>);
 
@@ -255,6 +264,44 @@ impl DataTree {
         self.dirty.insert(path.to_string());
         if let Some(undo) = self.undo.as_mut() {
             undo.push((path.to_string(), self.nodes.get(path).cloned()));
+        }
+    }
+
+    /// A point to roll back to, nestable (a multi inside a recipe invocation). Starts
+    /// recording changes if nothing records yet.
+    pub fn savepoint(&mut self) -> Savepoint {
+        let was_recording = self.undo.is_some();
+        let undo = self.undo.get_or_insert_with(Vec::new);
+        Savepoint {
+            undo_len: undo.len(),
+            events_len: self.events.len(),
+            was_recording,
+        }
+    }
+
+    /// Keeps the changes made since `sp` (they stay undoable by an outer savepoint).
+    pub fn release(&mut self, sp: Savepoint) {
+        if !sp.was_recording {
+            self.undo = None;
+        }
+    }
+
+    /// Reverts every change made since `sp`, and drops their events.
+    pub fn rollback_to(&mut self, sp: Savepoint) {
+        if let Some(undo) = self.undo.as_mut() {
+            let tail = undo.split_off(sp.undo_len.min(undo.len()));
+            for (path, old) in tail.into_iter().rev() {
+                let children = self.nodes.get(&path).map(|n| n.children.clone());
+                self.remove_raw(&path);
+                if let Some(mut node) = old {
+                    node.children = children.unwrap_or_default();
+                    self.insert_raw(path, node);
+                }
+            }
+        }
+        self.events.truncate(sp.events_len);
+        if !sp.was_recording {
+            self.undo = None;
         }
     }
 

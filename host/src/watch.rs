@@ -13,8 +13,8 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio::sync::mpsc::UnboundedSender;
 use wazoo_proto::consts::{event, state, watcher_type};
-use wazoo_proto::response::encode_event_frame;
-use wazoo_proto::{ErrorCode, SetWatches2, WatcherEvent};
+use wazoo_proto::response::{encode_event_frame, encode_recipe_notification_frame};
+use wazoo_proto::{ErrorCode, RecipeNotification, SetWatches2, WatcherEvent};
 
 /// What the server writes to one connection, in order.
 #[derive(Debug)]
@@ -436,6 +436,16 @@ impl Notifier for WatchManager {
         let g = self.inner.lock();
         if let Some(c) = g.by_session.get(&session_id).and_then(|c| g.conns.get(c)) {
             let _ = c.tx.send(Outbound::Close);
+        }
+    }
+
+    fn recipe_notification(&self, zxid: i64, session_id: i64, n: &RecipeNotification) {
+        let g = self.inner.lock();
+        // Only the server holding the session's connection has it here; the others
+        // drop it, as with watch events.
+        if let Some(c) = g.by_session.get(&session_id).and_then(|c| g.conns.get(c)) {
+            let _ =
+                c.tx.send(Outbound::Frame(encode_recipe_notification_frame(zxid, n)));
         }
     }
 }

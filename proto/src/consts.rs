@@ -33,6 +33,11 @@ pub mod op {
     pub const SET_WATCHES2: i32 = 105;
     pub const ADD_WATCH: i32 = 106;
     pub const WHO_AM_I: i32 = 107;
+    /// Wazoo recipe extension (docs/PROTOCOL.md, "Recipe extension").
+    pub const RECIPE_UPLOAD: i32 = 1000;
+    pub const RECIPE_LIST: i32 = 1001;
+    pub const RECIPE_DELETE: i32 = 1002;
+    pub const RECIPE_CALL: i32 = 1003;
     pub const CREATE_SESSION: i32 = -10;
     pub const CLOSE_SESSION: i32 = -11;
     pub const ERROR: i32 = -1;
@@ -44,6 +49,8 @@ pub mod xid {
     pub const PING: i32 = -2;
     pub const AUTH: i32 = -4;
     pub const SET_WATCHES: i32 = -8;
+    /// Server-pushed recipe notifications (`RecipeNotification`), Wazoo extension.
+    pub const RECIPE_NOTIFICATION: i32 = -100;
 }
 
 /// ACL permission bits.

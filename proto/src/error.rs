@@ -4,12 +4,12 @@
 use serde::{Deserialize, Serialize};
 
 macro_rules! error_codes {
-    ($($name:ident = $code:literal),* $(,)?) => {
+    ($($(#[$m:meta])* $name:ident = $code:literal),* $(,)?) => {
         /// A ZooKeeper error code as carried in `ReplyHeader.err`.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
         #[repr(i32)]
         pub enum ErrorCode {
-            $($name = $code,)*
+            $($(#[$m])* $name = $code,)*
         }
 
         impl ErrorCode {
@@ -64,6 +64,24 @@ error_codes! {
     SessionClosedRequireSaslAuth = -124,
     QuotaExceeded = -125,
     ThrottledOp = -127,
+    // Wazoo's recipe extension (docs/PROTOCOL.md, "Recipe extension"); never sent
+    // to a client that does not use the recipe opcodes.
+    /// The uploaded module is not valid wasm, or does not implement the recipe ABI.
+    RecipeInvalid = -1100,
+    /// The recipe trapped (unreachable, out-of-bounds access, ABI violation...).
+    RecipeTrap = -1101,
+    /// The invocation ran out of fuel.
+    RecipeFuelExhausted = -1102,
+    /// A resource limit (memory, reply size, writes per call...) was exceeded.
+    RecipeLimitExceeded = -1103,
+    /// The recipe itself reported a failure (its message says why).
+    RecipeFailed = -1104,
+    /// No recipe (or no such version, or no such function) by that name.
+    RecipeNotFound = -1105,
+    /// A parked call was cancelled (its session ended, the recipe was deleted...).
+    RecipeCancelled = -1106,
+    /// The replicas' recipe runtimes disagree (determinism profile mismatch).
+    RecipeRuntimeMismatch = -1107,
 }
 
 impl std::fmt::Display for ErrorCode {
@@ -93,5 +111,28 @@ mod tests {
         }
         assert_eq!(ErrorCode::from_i32(-9999), None);
         assert_eq!(ErrorCode::NoNode.name(), "NoNode");
+    }
+
+    #[test]
+    fn recipe_codes_are_stable() {
+        let all = [
+            (ErrorCode::RecipeInvalid, -1100, "RecipeInvalid"),
+            (ErrorCode::RecipeTrap, -1101, "RecipeTrap"),
+            (ErrorCode::RecipeFuelExhausted, -1102, "RecipeFuelExhausted"),
+            (ErrorCode::RecipeLimitExceeded, -1103, "RecipeLimitExceeded"),
+            (ErrorCode::RecipeFailed, -1104, "RecipeFailed"),
+            (ErrorCode::RecipeNotFound, -1105, "RecipeNotFound"),
+            (ErrorCode::RecipeCancelled, -1106, "RecipeCancelled"),
+            (
+                ErrorCode::RecipeRuntimeMismatch,
+                -1107,
+                "RecipeRuntimeMismatch",
+            ),
+        ];
+        for (c, n, name) in all {
+            assert_eq!(c.code(), n);
+            assert_eq!(ErrorCode::from_i32(n), Some(c));
+            assert_eq!(c.name(), name);
+        }
     }
 }

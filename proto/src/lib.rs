@@ -7,6 +7,8 @@
 //! - [`error`]: `KeeperException.Code` values, the only errors on the wire.
 //! - [`consts`]: opcodes, special xids, permissions, create modes, event types.
 //! - [`path`]: znode path validation (`PathUtils`).
+//! - [`recipe`]: Wazoo's recipe extension (opcodes 1000-1003, notification xid -100):
+//!   constants and recipe-name validation.
 //!
 //! The server (`wazoo`), the client (`wazoo-client`) and the benchmark all use this
 //! crate, so both directions of every record are encoded by one piece of code.
@@ -16,6 +18,7 @@ pub mod error;
 pub mod frame;
 pub mod jute;
 pub mod path;
+pub mod recipe;
 pub mod records;
 pub mod request;
 pub mod response;

@@ -5,7 +5,8 @@ use serde::{Deserialize, Serialize};
 
 /// Implements `Record` for a struct whose fields are jute-encoded in order.
 /// Field kinds: `i32`, `i64`, `bool`, `str` (ustring), `buf` (nullable buffer),
-/// `strs` (vector<ustring>), `rec` (nested record), `recs` (vector<record>).
+/// `bytes` (buffer read as empty when null), `strs` (vector<ustring>), `rec` (nested
+/// record), `recs` (vector<record>).
 macro_rules! record {
     ($(#[$m:meta])* $name:ident { $($field:ident : $kind:ident $(<$inner:ty>)?),* $(,)? }) => {
         $(#[$m])*
@@ -28,6 +29,7 @@ macro_rules! record {
     (@ty bool) => { bool };
     (@ty str) => { String };
     (@ty buf) => { Option<Vec<u8>> };
+    (@ty bytes) => { Vec<u8> };
     (@ty strs) => { Vec<String> };
     (@ty rec<$t:ty>) => { $t };
     (@ty recs<$t:ty>) => { Vec<$t> };
@@ -36,6 +38,7 @@ macro_rules! record {
     (@read $r:ident, bool) => { $r.read_bool()? };
     (@read $r:ident, str) => { $r.read_ustring()? };
     (@read $r:ident, buf) => { $r.read_buffer()? };
+    (@read $r:ident, bytes) => { $r.read_buffer()?.unwrap_or_default() };
     (@read $r:ident, strs) => { $r.read_string_vec()? };
     (@read $r:ident, rec<$t:ty>) => { <$t>::decode($r)? };
     (@read $r:ident, recs<$t:ty>) => { $r.read_vec(|r| <$t>::decode(r))? };
@@ -44,6 +47,7 @@ macro_rules! record {
     (@write $w:ident, $v:expr, bool) => { $w.write_bool(*$v) };
     (@write $w:ident, $v:expr, str) => { $w.write_ustring($v) };
     (@write $w:ident, $v:expr, buf) => { $w.write_buffer($v.as_deref()) };
+    (@write $w:ident, $v:expr, bytes) => { $w.write_buffer(Some($v)) };
     (@write $w:ident, $v:expr, strs) => { $w.write_string_vec($v) };
     (@write $w:ident, $v:expr, rec<$t:ty>) => { $v.encode($w) };
     (@write $w:ident, $v:expr, recs<$t:ty>) => { $w.write_vec($v, |w, x| x.encode(w)) };
@@ -153,6 +157,48 @@ record!(PathResponse { path: str });
 record!(GetEphemeralsResponse { ephemerals: strs });
 record!(GetAllChildrenNumberResponse { total_number: i32 });
 record!(WhoAmIResponse { client_info: recs<ClientInfo> });
+
+// Wazoo's recipe extension (docs/PROTOCOL.md, "Recipe extension"; opcodes 1000-1003).
+record!(
+    /// recipeUpload (op 1000): a wasm module to register under `name`.
+    RecipeUploadRequest { name: str, module: bytes }
+);
+record!(
+    /// Reply to recipeUpload: the version assigned and the module's SHA-256 (lowercase hex).
+    RecipeUploadResponse { name: str, version: i32, sha256: str }
+);
+record!(
+    /// recipeList (op 1001): `name` "" lists every recipe.
+    RecipeListRequest { name: str }
+);
+record!(
+    /// One registered recipe version. `ctime` in ms since the epoch, `zxid` of the upload.
+    RecipeInfo { name: str, version: i32, sha256: str, size: i32, ctime: i64, zxid: i64 }
+);
+record!(RecipeListResponse { recipes: recs<RecipeInfo> });
+record!(
+    /// recipeDelete (op 1002): `version` -1 deletes every version of `name`.
+    RecipeDeleteRequest { name: str, version: i32 }
+);
+record!(
+    /// recipeCall (op 1003): `version` -1 runs the latest; `args` is MessagePack.
+    RecipeCallRequest { name: str, version: i32, function: str, args: bytes }
+);
+record!(
+    /// Reply to recipeCall: `state` 0 completed (`reply` is MessagePack), 1 parked (the
+    /// result comes later in a `RecipeNotification` of kind 1 with this `call_id`).
+    RecipeCallResponse { state: i32, call_id: i64, reply: bytes }
+);
+record!(
+    /// Body of a recipe op's error reply (after a `ReplyHeader` with `err != 0`).
+    RecipeErrorResponse { message: str }
+);
+record!(
+    /// Pushed with xid -100 (`consts::xid::RECIPE_NOTIFICATION`). `kind` 1: a parked call
+    /// completed (`err` 0 and `payload` = reply, or `err` = code and `message`); kind 2:
+    /// a message the recipe pushed to this session (`call_id` 0, `payload` MessagePack).
+    RecipeNotification { kind: i32, module: str, call_id: i64, err: i32, message: str, payload: bytes }
+);
 
 /// First frame of a connection. `read_only` is absent in requests from clients
 /// older than 3.9's protocol; the reply then omits it too.

@@ -536,6 +536,29 @@ impl Runner {
                 format!("ok clientInfo=[{}]", v.join(", "))
             }
             Response::Sasl(t) => format!("ok token={}", fmt_data(t.as_deref())),
+            Response::RecipeUploaded {
+                name,
+                version,
+                sha256,
+            } => format!("ok recipe={name} version={version} sha256={sha256}"),
+            Response::RecipeList(infos) => {
+                let v: Vec<String> = infos
+                    .iter()
+                    .map(|i| format!("{}@{}:{}", i.name, i.version, i.sha256))
+                    .collect();
+                format!("ok recipes=[{}]", v.join(", "))
+            }
+            Response::RecipeCall {
+                state,
+                call_id,
+                reply,
+            } => format!(
+                "ok state={state} callId={call_id} reply={}",
+                fmt_data(Some(reply))
+            ),
+            Response::RecipeFailure { code, message } => {
+                format!("{} message={message:?}", fmt_code(*code))
+            }
         }
     }
 
@@ -719,6 +742,20 @@ pub fn fmt_request(req: &Request) -> String {
         ),
         Request::WhoAmI => "whoAmI".into(),
         Request::CloseSession => "closeSession".into(),
+        Request::RecipeUpload { name, module } => {
+            format!("recipeUpload {name:?} ({} bytes)", module.len())
+        }
+        Request::RecipeList { name } => format!("recipeList {name:?}"),
+        Request::RecipeDelete { name, version } => format!("recipeDelete {name:?} v{version}"),
+        Request::RecipeCall {
+            name,
+            version,
+            function,
+            args,
+        } => format!(
+            "recipeCall {name:?} v{version} {function:?} args={}",
+            fmt_data(Some(args))
+        ),
     }
 }
 
@@ -744,6 +781,10 @@ fn fmt_client_error(e: &ClientError) -> String {
         ClientError::ConnectionClosed => "ConnectionClosed".into(),
         ClientError::Io(e) => format!("io error ({:?})", e.kind()),
         ClientError::Decode(d) => format!("decode error ({d})"),
+        ClientError::Recipe { code, message } => {
+            format!("{} message={message:?}", fmt_code(*code))
+        }
+        ClientError::MessagePack(m) => format!("msgpack error ({m})"),
     }
 }
 

@@ -111,6 +111,10 @@ pub const OPCODES: &[(i32, &str)] = &[
     (op::SET_WATCHES2, "setWatches2"),
     (op::ADD_WATCH, "addWatch"),
     (op::WHO_AM_I, "whoAmI"),
+    (op::RECIPE_UPLOAD, "recipeUpload"),
+    (op::RECIPE_LIST, "recipeList"),
+    (op::RECIPE_DELETE, "recipeDelete"),
+    (op::RECIPE_CALL, "recipeCall"),
     (op::CLOSE_SESSION, "closeSession"),
 ];
 const NOPS: usize = OPCODES.len();

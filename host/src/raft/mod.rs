@@ -92,6 +92,13 @@ pub trait Application: Send + Sync + 'static {
     /// Replaces the whole state with these rows (startup and snapshot install). Must not
     /// drop server-local attachments the value holds (e.g. a watch notifier).
     fn restore(&mut self, rows: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String>;
+    /// Set when the application cannot apply the log deterministically on this server
+    /// (e.g. its recipe runtime differs from the one the cluster pinned). The store then
+    /// refuses to persist or apply further, which stops the raft node, rather than let
+    /// this replica diverge silently.
+    fn take_fatal(&mut self) -> Option<String> {
+        None
+    }
 }
 
 /// The openraft type configuration the log store works with: node ids are `u64`, nodes are

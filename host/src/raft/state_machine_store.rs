@@ -20,8 +20,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
-    BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend,
-    RaftSnapshotBuilder, StorageError, StoredMembership,
+    AnyError, BasicNode, Entry, EntryPayload, ErrorSubject, ErrorVerb, LogId, OptionalSend,
+    RaftSnapshotBuilder, StorageError, StorageIOError, StoredMembership,
 };
 use parking_lot::{Mutex, RwLock};
 use rocksdb::{IteratorMode, WriteBatch, WriteOptions};
@@ -288,7 +288,19 @@ where
             for entry in entries {
                 let zxid = entry.log_id.index;
                 match entry.payload {
-                    EntryPayload::Normal(ref cmd) => replies.push(app.apply(zxid, cmd)),
+                    EntryPayload::Normal(ref cmd) => {
+                        replies.push(app.apply(zxid, cmd));
+                        if let Some(why) = app.take_fatal() {
+                            // Nothing of this batch is persisted: after the operator fixes
+                            // the server it re-applies from the last persisted index.
+                            return Err(StorageIOError::new(
+                                ErrorSubject::Apply(entry.log_id),
+                                ErrorVerb::Write,
+                                AnyError::error(why),
+                            )
+                            .into());
+                        }
+                    }
                     EntryPayload::Blank => {
                         app.apply_noop(zxid);
                         replies.push(A::Output::default());

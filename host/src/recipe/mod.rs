@@ -6,7 +6,10 @@
 //! - `apply` (state machine side): runs calls and events inside the apply of a log
 //!   entry, stages the recipe's writes on the tree and commits or rolls them back.
 
+pub mod apply;
 pub mod runtime;
+
+pub use runtime::{DeterminismProfile, HostEnv, Outcome, Runtime, RuntimeLimits};
 
 pub use wazoo_sdk::abi;
 
@@ -31,4 +34,19 @@ pub enum RecipeError {
     /// The handler failed on purpose (`Fail`, non-zero return, no reply).
     #[error("RecipeFailed: {0}")]
     Failed(String),
+}
+
+impl RecipeError {
+    /// The reason without the error's name (the wire carries the name as its code).
+    pub fn detail(&self) -> String {
+        match self {
+            RecipeError::Invalid(m)
+            | RecipeError::Trap(m)
+            | RecipeError::LimitExceeded(m)
+            | RecipeError::Failed(m) => m.clone(),
+            RecipeError::FuelExhausted(budget) => {
+                format!("used the budget of {budget} fuel units")
+            }
+        }
+    }
 }

@@ -469,6 +469,49 @@ async fn read_loop(
                 );
                 return Ok(());
             }
+            Request::RecipeUpload { .. }
+            | Request::RecipeDelete { .. }
+            | Request::RecipeCall { .. } => {
+                let auth = (*auth).clone();
+                let profile = shared.recipe_profile.clone();
+                let op = match request {
+                    Request::RecipeUpload { name, module } => CommandOp::RecipeUpload {
+                        session_id,
+                        auth,
+                        name,
+                        module,
+                        profile,
+                    },
+                    Request::RecipeDelete { name, version } => CommandOp::RecipeDelete {
+                        session_id,
+                        auth,
+                        name,
+                        version,
+                    },
+                    Request::RecipeCall {
+                        name,
+                        version,
+                        function,
+                        args,
+                    } => CommandOp::RecipeCall {
+                        session_id,
+                        auth,
+                        name,
+                        version,
+                        function,
+                        args,
+                        profile,
+                    },
+                    _ => unreachable!("matched above"),
+                };
+                Pending::Write {
+                    op: header.op,
+                    xid,
+                    started,
+                    result: shared.propose(op),
+                    close_after: false,
+                }
+            }
             Request::Create(_)
             | Request::Delete(_)
             | Request::SetData(_)

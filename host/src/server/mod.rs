@@ -12,6 +12,7 @@ use crate::app::{Raft, TypeConfig};
 use crate::command::{CommandOp, CommandOutput};
 use crate::config::Config;
 use crate::raft::RaftNode;
+use crate::recipe::{Runtime, RuntimeLimits};
 use crate::state_machine::StateMachine;
 use crate::watch::WatchManager;
 use futures::future::BoxFuture;
@@ -36,6 +37,8 @@ pub enum ServerError {
     },
     #[error("raft failed to start: {0}")]
     Raft(#[from] crate::raft::StartError),
+    #[error("the recipe runtime failed to start: {0}")]
+    Recipes(#[from] crate::recipe::RecipeError),
     #[error("cannot listen on {addr}: {source}")]
     Bind {
         addr: SocketAddr,
@@ -54,6 +57,9 @@ pub struct Shared {
     pub watches: Arc<WatchManager>,
     pub tracker: SessionTracker,
     pub stats: ServerStats,
+    /// This server's recipe determinism profile id, stamped on the recipe entries it
+    /// proposes (see `recipe::runtime::DeterminismProfile`).
+    pub recipe_profile: String,
     conns_per_ip: Mutex<HashMap<IpAddr, u32>>,
     shutdown: watch::Receiver<bool>,
 }
@@ -137,6 +143,9 @@ impl Server {
         let watches = Arc::new(WatchManager::new());
         let mut sm = StateMachine::new();
         sm.set_notifier(watches.clone());
+        let runtime = Arc::new(Runtime::new(RuntimeLimits::default())?);
+        let recipe_profile = runtime.profile().id();
+        sm.set_recipe_runtime(runtime);
         let sm = Arc::new(RwLock::new(sm));
         let raft_dir = config.data_dir.join("raft");
         let node = crate::raft::start_standalone::<TypeConfig, StateMachine>(
@@ -170,6 +179,7 @@ impl Server {
             watches,
             tracker,
             stats,
+            recipe_profile,
             conns_per_ip: Mutex::new(HashMap::new()),
             shutdown: shutdown_rx,
         });
@@ -178,6 +188,7 @@ impl Server {
             tokio::spawn(accept_loop(shared.clone(), listener)),
             tokio::spawn(expire_sessions_loop(shared.clone())),
             tokio::spawn(remove_stale_nodes_loop(shared.clone())),
+            tokio::spawn(recipe_timers_loop(shared.clone())),
             tokio::spawn(crate::admin::track_snapshots(shared.clone())),
         ];
         tracing::info!(%client_addr, "serving ZooKeeper clients");
@@ -293,6 +304,27 @@ async fn expire_sessions_loop(shared: Arc<Shared>) {
                 tracing::warn!(error = %e, "session expiry proposal failed; will retry");
                 shared.tracker.retry(&expired);
             }
+        }
+    }
+}
+
+/// How often the leader looks for due recipe timers: the resolution of recipe timers.
+const RECIPE_TIMER_POLL: Duration = Duration::from_millis(20);
+
+/// Leader duty: recipe timers are fired by log entries, never by a replica's clock.
+/// When the earliest timer is due on the leader's clock, it proposes `RecipeTimers`;
+/// the entry's time decides which timers fire, identically on every replica.
+async fn recipe_timers_loop(shared: Arc<Shared>) {
+    let mut interval = tokio::time::interval(RECIPE_TIMER_POLL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let due = shared.sm.read().next_recipe_timer();
+        if due.is_none_or(|at| at > now_ms()) {
+            continue;
+        }
+        if let Err(e) = shared.write(CommandOp::RecipeTimers).await {
+            tracing::warn!(error = %e, "proposing recipe timers failed");
         }
     }
 }

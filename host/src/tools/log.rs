@@ -141,6 +141,59 @@ pub fn records_of(entry: &Entry) -> Vec<DumpRecord> {
                     CommandOp::RemoveStale { paths } => {
                         rec(pos, t, None, "removeStale", paths.clone(), None)
                     }
+                    CommandOp::RecipeUpload {
+                        session_id,
+                        name,
+                        module,
+                        ..
+                    } => rec(
+                        pos,
+                        t,
+                        Some(*session_id),
+                        "recipeUpload",
+                        vec![],
+                        Some(format!("name={name} bytes={}", module.len())),
+                    ),
+                    CommandOp::RecipeDelete {
+                        session_id,
+                        name,
+                        version,
+                        ..
+                    } => rec(
+                        pos,
+                        t,
+                        Some(*session_id),
+                        "recipeDelete",
+                        vec![],
+                        Some(format!("name={name} version={version}")),
+                    ),
+                    CommandOp::RecipeCall {
+                        session_id,
+                        name,
+                        version,
+                        function,
+                        args,
+                        ..
+                    } => rec(
+                        pos,
+                        t,
+                        Some(*session_id),
+                        "recipeCall",
+                        vec![],
+                        Some(format!(
+                            "name={name} version={version} function={function} args={}B",
+                            args.len()
+                        )),
+                    ),
+                    CommandOp::RecipeTimers => rec(pos, t, None, "recipeTimers", vec![], None),
+                    CommandOp::RecipeAdoptRuntime { session_id, .. } => rec(
+                        pos,
+                        t,
+                        Some(*session_id),
+                        "recipeAdoptRuntime",
+                        vec![],
+                        None,
+                    ),
                     CommandOp::Write {
                         session_id,
                         request,
