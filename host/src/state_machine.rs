@@ -10,6 +10,7 @@
 use crate::acl;
 use crate::command::{zxid_of, Command, CommandOp, CommandOutput, WriteRequest};
 use crate::recipe::apply::{ModuleSubs, PendingNotification};
+use crate::recipe::stats::RecipeStats;
 use crate::recipe::Runtime;
 use crate::tree::{DataTree, NewNode, NodeKind, TreeEvent, Znode};
 use serde::{Deserialize, Serialize};
@@ -64,6 +65,8 @@ pub struct StateMachine {
     notifier: Option<Arc<dyn Notifier>>,
     /// Server-local: the wasm runtime recipes run on (None: recipes unavailable).
     runtime: Option<Arc<Runtime>>,
+    /// Server-local: per-recipe counters for /metrics.
+    recipe_stats: Arc<RecipeStats>,
     /// Derived from /wazoo/subscriptions: which recipe wants which events.
     recipe_subs: BTreeMap<String, ModuleSubs>,
     /// Recipe notifications of the operation being applied, delivered after its tree
@@ -97,6 +100,7 @@ impl StateMachine {
             dirty_sessions: BTreeSet::new(),
             notifier: None,
             runtime: None,
+            recipe_stats: Arc::default(),
             recipe_subs: BTreeMap::new(),
             pending_notifications: Vec::new(),
             fatal: None,
@@ -113,6 +117,7 @@ impl StateMachine {
             dirty_sessions: BTreeSet::new(),
             notifier: None,
             runtime: None,
+            recipe_stats: Arc::default(),
             recipe_subs: BTreeMap::new(),
             pending_notifications: Vec::new(),
             fatal: None,
@@ -121,6 +126,10 @@ impl StateMachine {
 
     pub fn set_recipe_runtime(&mut self, rt: Arc<Runtime>) {
         self.runtime = Some(rt);
+    }
+
+    pub fn recipe_stats(&self) -> Arc<RecipeStats> {
+        self.recipe_stats.clone()
     }
 
     pub fn recipe_runtime(&self) -> Option<Arc<Runtime>> {
@@ -660,6 +669,15 @@ impl StateMachine {
             }
             Request::WhoAmI => Ok(Response::WhoAmI(auth.iter().map(client_info).collect())),
             Request::RecipeList { name } => Ok(Response::RecipeList(self.recipe_list(name))),
+            // Served locally: `local` is the answering server's own profile, which is
+            // what an operator compares with the pinned one during an upgrade.
+            Request::RecipeRuntimeInfo => Ok(Response::RecipeRuntimeInfo {
+                pinned: self.recipe_runtime_profile().unwrap_or_default(),
+                local: self
+                    .recipe_runtime()
+                    .map(|r| r.profile().id())
+                    .unwrap_or_default(),
+            }),
             _ => Err(ErrorCode::Unimplemented),
         };
         (result, watches)

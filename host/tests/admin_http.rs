@@ -300,3 +300,80 @@ async fn snapshot_metrics_and_lsnp_follow_raft_snapshots() {
     drop(c);
     server.shutdown().await;
 }
+
+/// A minimal guest whose handler makes the host calls in `requests` (MessagePack
+/// `HostRequest`s) in order, then returns `status`.
+fn guest(requests: &[wazoo::recipe::abi::HostRequest], tail: &str) -> Vec<u8> {
+    let mut data = String::new();
+    let mut body = String::new();
+    for (i, r) in requests.iter().enumerate() {
+        let bytes = rmp_serde::to_vec_named(r).expect("encode");
+        let at = 1024 * (i + 1);
+        let escaped: String = bytes.iter().map(|b| format!("\\{b:02x}")).collect();
+        data.push_str(&format!("(data (i32.const {at}) \"{escaped}\")\n"));
+        body.push_str(&format!(
+            "(drop (call $hc (i32.const {at}) (i32.const {})))\n",
+            bytes.len()
+        ));
+    }
+    wat::parse_str(format!(
+        r#"(module
+  (import "wazoo" "host_call" (func $hc (param i32 i32) (result i64)))
+  (import "wazoo" "host_read" (func $hr (param i32 i32) (result i32)))
+  (memory (export "memory") 2)
+  (func (export "wazoo_abi_version_1"))
+  (func (export "wazoo_alloc") (param i32) (result i32) i32.const 65536)
+  {data}
+  (func (export "wazoo_handle") (param i32 i32) (result i32)
+    {body} {tail}))"#
+    ))
+    .expect("test WAT")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recipe_metrics_follow_a_known_workload() {
+    use wazoo::recipe::abi::HostRequest;
+    let dir = TempDir::new().unwrap();
+    let server = Server::start(config(&dir)).await.unwrap();
+    let admin = server.admin_addr.expect("admin server");
+    let c = connect(&server, 5000).await;
+    c.recipe_upload("ok", &guest(&[HostRequest::Reply(vec![0xc0])], "i32.const 0"))
+        .await
+        .unwrap();
+    c.recipe_upload("trap", &guest(&[], "unreachable")).await.unwrap();
+    c.recipe_upload("parker", &guest(&[HostRequest::Park], "i32.const 0"))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        assert_eq!(c.recipe_call("ok", -1, "f", vec![]).await.unwrap(), vec![0xc0]);
+    }
+    for _ in 0..2 {
+        let e = c.recipe_call("trap", -1, "f", vec![]).await.unwrap_err();
+        assert_eq!(e.code(), Some(wazoo_proto::ErrorCode::RecipeTrap), "{e}");
+    }
+    // One parked call, seen through a watch on its bookkeeping node.
+    let mut events = c.take_events().unwrap();
+    assert!(c
+        .exists("/wazoo/parked/parker", true)
+        .await
+        .unwrap()
+        .is_none());
+    let waiter = connect(&server, 5000).await;
+    let parked = tokio::spawn(async move { waiter.recipe_call("parker", -1, "f", vec![]).await });
+    assert_eq!(next_event(&mut events).await.event_type, event::NODE_CREATED);
+
+    let m = scrape(admin).await;
+    assert_eq!(metric(&m, "wazoo_recipe_calls_total{recipe=\"ok\"}"), 3.0);
+    assert_eq!(metric(&m, "wazoo_recipe_calls_total{recipe=\"trap\"}"), 2.0);
+    assert_eq!(
+        metric(&m, "wazoo_recipe_errors_total{recipe=\"trap\",error=\"RecipeTrap\"}"),
+        2.0
+    );
+    assert!(!m.contains_key("wazoo_recipe_errors_total{recipe=\"ok\",error=\"RecipeTrap\"}"));
+    assert!(metric(&m, "wazoo_recipe_fuel_used_total{recipe=\"ok\"}") > 0.0);
+    assert_eq!(metric(&m, "wazoo_recipe_parked_calls{recipe=\"parker\"}"), 1.0);
+    assert_eq!(metric(&m, "wazoo_recipe_parked_calls{recipe=\"ok\"}"), 0.0);
+    assert!(metric(&m, "wazoo_requests_total{op=\"recipeCall\"}") >= 5.0);
+    assert_eq!(metric(&m, "wazoo_requests_total{op=\"recipeUpload\"}"), 3.0);
+    parked.abort();
+}

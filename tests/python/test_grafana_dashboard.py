@@ -50,6 +50,10 @@ REQUIRED = {
     "wazoo_raft_applied_index",
     "wazoo_snapshot_age_seconds",
     "wazoo_data_dir_bytes",
+    "wazoo_recipe_calls_total",
+    "wazoo_recipe_errors_total",
+    "wazoo_recipe_fuel_used_total",
+    "wazoo_recipe_parked_calls",
 }
 HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 

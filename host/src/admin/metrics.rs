@@ -115,6 +115,8 @@ pub const OPCODES: &[(i32, &str)] = &[
     (op::RECIPE_LIST, "recipeList"),
     (op::RECIPE_DELETE, "recipeDelete"),
     (op::RECIPE_CALL, "recipeCall"),
+    (op::RECIPE_ADOPT_RUNTIME, "recipeAdoptRuntime"),
+    (op::RECIPE_RUNTIME_INFO, "recipeRuntimeInfo"),
     (op::CLOSE_SESSION, "closeSession"),
 ];
 const NOPS: usize = OPCODES.len();
@@ -195,6 +197,71 @@ impl Encoder {
     pub fn histogram(&mut self, name: &str, help: &str, h: &Histogram) {
         self.header(name, "histogram", help);
         h.encode_samples(&mut self.out, name, "");
+    }
+
+    /// The per-recipe families: invocations, errors by name, fuel, parked calls.
+    pub fn recipes(
+        &mut self,
+        counters: &std::collections::BTreeMap<String, crate::recipe::stats::ModuleCounters>,
+        parked: &[(String, f64)],
+    ) {
+        self.header(
+            "wazoo_recipe_calls_total",
+            "counter",
+            "Recipe calls run on this server, by recipe.",
+        );
+        for (m, c) in counters {
+            let _ = writeln!(
+                self.out,
+                "wazoo_recipe_calls_total{{recipe=\"{m}\"}} {}",
+                c.calls
+            );
+        }
+        self.header(
+            "wazoo_recipe_events_total",
+            "counter",
+            "Recipe event handler runs (node, session, timer events), by recipe.",
+        );
+        for (m, c) in counters {
+            let _ = writeln!(
+                self.out,
+                "wazoo_recipe_events_total{{recipe=\"{m}\"}} {}",
+                c.events
+            );
+        }
+        self.header(
+            "wazoo_recipe_errors_total",
+            "counter",
+            "Failed recipe invocations (writes discarded), by recipe and error name.",
+        );
+        for (m, c) in counters {
+            for (e, n) in &c.errors {
+                let _ = writeln!(
+                    self.out,
+                    "wazoo_recipe_errors_total{{recipe=\"{m}\",error=\"{e}\"}} {n}"
+                );
+            }
+        }
+        self.header(
+            "wazoo_recipe_fuel_used_total",
+            "counter",
+            "Wasm fuel consumed by recipe invocations, by recipe.",
+        );
+        for (m, c) in counters {
+            let _ = writeln!(
+                self.out,
+                "wazoo_recipe_fuel_used_total{{recipe=\"{m}\"}} {}",
+                c.fuel
+            );
+        }
+        self.header(
+            "wazoo_recipe_parked_calls",
+            "gauge",
+            "Recipe calls parked (waiting for a later run to complete them), by recipe.",
+        );
+        for (m, n) in parked {
+            let _ = writeln!(self.out, "wazoo_recipe_parked_calls{{recipe=\"{m}\"}} {n}");
+        }
     }
 
     /// `<prefix>_total{op}` counters and the `<latency>{op}` histogram family.

@@ -382,6 +382,25 @@ pub fn render_metrics(shared: &Shared) -> String {
         "Bytes of every file under dataDir.",
         dir_size(&shared.config.data_dir) as f64,
     );
+    let (recipes, parked) = {
+        let sm = shared.sm.read();
+        let parked: Vec<(String, f64)> = sm
+            .recipe_list("")
+            .into_iter()
+            .map(|i| i.name)
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .map(|n| {
+                let count = sm
+                    .tree()
+                    .get(&format!("{}/{n}", crate::recipe::apply::PARKED))
+                    .map_or(0, |p| p.children.len());
+                (n, count as f64)
+            })
+            .collect();
+        (sm.recipe_stats().snapshot(), parked)
+    };
+    e.recipes(&recipes, &parked);
     e.gauge(
         "wazoo_uptime_seconds",
         "Seconds since the server started.",

@@ -985,7 +985,9 @@ impl StateMachine {
             }
             None => self.system_create(RUNTIME, profile.as_bytes().to_vec(), 0, zxid, time),
         }
-        Ok(Response::Empty)
+        Ok(Response::RecipeRuntime {
+            profile: profile.to_string(),
+        })
     }
 
     // ---------------------------------------------------------------- invocation
@@ -1117,6 +1119,11 @@ impl StateMachine {
             written_bytes: 0,
         };
         let (env, result) = rt.invoke(&hash, &input, env);
+        let fuel = match &result {
+            Ok(o) => o.fuel_used,
+            Err(RecipeError::FuelExhausted(budget)) => *budget,
+            Err(_) => 0,
+        };
         let RecipeEnv {
             sm,
             outcome,
@@ -1142,6 +1149,7 @@ impl StateMachine {
                 ))),
             },
         };
+        env_stats(self).record(name, call.is_some(), fuel, verdict.as_ref().err());
         match verdict {
             Ok(r) => {
                 if subs_changed {
@@ -1351,6 +1359,10 @@ impl StateMachine {
             self.run_event(&module, abi::Event::Timer { name }, zxid, time);
         }
     }
+}
+
+fn env_stats(sm: &StateMachine) -> std::sync::Arc<super::stats::RecipeStats> {
+    sm.recipe_stats()
 }
 
 /// The per-entry seed: the same on every replica, different per operation and module.

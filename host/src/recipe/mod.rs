@@ -8,6 +8,7 @@
 
 pub mod apply;
 pub mod runtime;
+pub mod stats;
 
 pub use runtime::{DeterminismProfile, HostEnv, Outcome, Runtime, RuntimeLimits};
 
