@@ -48,9 +48,17 @@ RUNS=(
     "read 1 1"
 )
 
-echo "bench.sh: building wazoo (release)"
+# Wazoo only: a no-op recipe call, compared with setData ("write") at the same load.
+WAZOO_ONLY_RUNS=(
+    "recipe-call $CLIENTS $DEPTH"
+    "recipe-call 1 1"
+)
+
+echo "bench.sh: building wazoo (release) and the recipes"
 cargo build --release -p wazoo
 WAZOO="$CARGO_TARGET_DIR/release/wazoo"
+RECIPES_DIR="$("$ROOT/scripts/build-recipes.sh" | tail -n 1)"
+export WAZOO_RECIPES_DIR="$RECIPES_DIR"
 
 # Temporary files on the local disk (not tmpfs: fsync must cost what it costs).
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/wazoo-bench.XXXXXX")"
@@ -152,16 +160,23 @@ start_wazoo() {
     SERVER_ADDR="${line##* }"
 }
 
+# Microbenchmark of the recipe runtime alone (instantiate + call), before any server.
+echo "bench.sh: recipe runtime microbenchmark"
+MICRO="$WORK/micro.txt"
+cargo bench -p wazoo --bench recipe_runtime 2>/dev/null | grep 'invocations:' | tee "$MICRO"
+
 LOAD_BEFORE="$(cut -d' ' -f1-3 /proc/loadavg)"
 RESULTS="$WORK/results.jsonl"
 : >"$RESULTS"
 COMMANDS=()
 
-run_all() { # kind
+run_all() { # kind [runs...]
     local kind="$1" run w c d cmd json
-    for run in "${RUNS[@]}"; do
+    shift
+    for run in "$@"; do
         read -r w c d <<<"$run"
         cmd=(bench --servers "$SERVER_ADDR" --workload "$w" --clients "$c" --depth "$d" --secs "$SECS" --warmup-secs "$WARMUP" --value-size 100 --seed "$SEED")
+        if [ "$w" = recipe-call ]; then cmd+=(--recipe-wasm "$RECIPES_DIR/noop.wasm"); fi
         echo "bench.sh: [$kind] wazoo ${cmd[*]}"
         COMMANDS+=("[$kind] wazoo ${cmd[*]}")
         json="$("$WAZOO" "${cmd[@]}")"
@@ -173,12 +188,12 @@ run_all() { # kind
 start_zookeeper
 echo "bench.sh: ZooKeeper on $SERVER_ADDR ($(four_letter "${SERVER_ADDR##*:}" srvr | head -1))"
 ZK_VERSION="$(four_letter "${SERVER_ADDR##*:}" srvr | head -1 | sed 's/^Zookeeper version: //')"
-run_all zookeeper
+run_all zookeeper "${RUNS[@]}"
 stop_server
 
 start_wazoo
 echo "bench.sh: Wazoo on $SERVER_ADDR"
-run_all wazoo
+run_all wazoo "${RUNS[@]}" "${WAZOO_ONLY_RUNS[@]}"
 stop_server
 # Exit 7's fd.
 exec 7<&-
@@ -194,7 +209,7 @@ export CLIENTS DEPTH CPU_MODEL DISK COMMIT ZK_VERSION SEED SECS WARMUP ZK_CMD WA
 export NPROC="$(nproc)" MEM="$(free -g | awk '/^Mem:/{print $2" GiB"}')" KERNEL="$(uname -r)"
 export RUSTC="$(rustc --version)" JAVA="$(java -version 2>&1 | head -1)" DATE="$(date -u '+%Y-%m-%d %H:%M UTC')"
 printf '%s\n' "${COMMANDS[@]}" >"$WORK/commands.txt"
-python3 - "$RESULTS" "$WORK/commands.txt" "$OUT" <<'EOF'
+python3 - "$RESULTS" "$WORK/commands.txt" "$OUT" "$MICRO" <<'EOF'
 import json, os, sys
 results = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 commands = [l.rstrip("\n") for l in open(sys.argv[2]) if l.strip()]
@@ -216,6 +231,18 @@ for (w, c, d), s in by.items():
     rows.append(f'| {w} | {c} × {d} | {zk["ops_per_sec"]:,.0f} | {wz["ops_per_sec"]:,.0f} | **{ratio:.2f}×** | {lat(zk)} | {lat(wz)} | {zk["errors"]} / {wz["errors"]} |')
     verdict = "faster" if ratio >= 1.05 else "slower" if ratio <= 0.95 else "about as fast"
     notes.append(f"- **{w}, {c} × {d}**: Wazoo is {verdict} than ZooKeeper ({ratio:.2f}× its throughput; p99 {wz['p99_us']/1000:.2f} ms vs {zk['p99_us']/1000:.2f} ms).")
+
+recipe_rows = []
+recipe_notes = []
+for (w, c, d), s in by.items():
+    call, write = s.get("wazoo"), by.get(("write", c, d), {}).get("wazoo")
+    if w != "recipe-call" or not (call and write):
+        continue
+    ratio = call["p50_us"] / write["p50_us"] if write["p50_us"] else float("nan")
+    recipe_rows.append(f'| {c} × {d} | {write["ops_per_sec"]:,.0f} | {call["ops_per_sec"]:,.0f} | {lat(write)} | {lat(call)} | **{ratio:.2f}×** | {write["errors"]} / {call["errors"]} |')
+    verdict = "meets" if ratio <= 1.2 else "misses"
+    recipe_notes.append(f"- **{c} × {d}**: a no-op recipe call's p50 latency is {ratio:.2f}× setData's, which {verdict} the goal of at most 1.2×.")
+micro = [l.strip() for l in open(sys.argv[4]) if l.strip()]
 
 text = f"""# Benchmarks: Wazoo vs Apache ZooKeeper
 
@@ -268,6 +295,27 @@ fsync (ZooKeeper's group commit).
 """ + "\n".join(rows) + """
 
 """ + "\n".join(notes) + """
+
+## Recipes: a no-op recipe call against setData
+
+Both on Wazoo, same clients and depth: `recipe-call` calls function `noop` of
+`recipes/noop` (built with the Rust SDK; it decodes its input and replies nil), uploaded
+as `bench-noop`; `write` is the setData row above. A recipe call is a log entry like
+setData (fsynced, applied in the state machine, where a fresh wasm instance runs it).
+Ratio = recipe-call p50 ÷ setData p50 (goal: at most 1.2×).
+
+| clients × depth | setData ops/s | recipe-call ops/s | setData p50 / p99 / p99.9 ms | recipe-call p50 / p99 / p99.9 ms | p50 ratio | errors (setData / call) |
+|---|---:|---:|---|---|---:|---|
+""" + "\n".join(recipe_rows) + """
+
+""" + "\n".join(recipe_notes) + """
+
+Runtime alone (`cargo bench -p wazoo --bench recipe_runtime`, release, no server):
+fresh instance + input encoding + call, per invocation (goal: at most 20 µs):
+
+```
+""" + "\n".join(micro) + """
+```
 
 ## Exact commands
 

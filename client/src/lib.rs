@@ -10,7 +10,8 @@
 //!
 //! Wazoo's recipe extension (server-side wasm, docs/PROTOCOL.md "Recipe extension")
 //! has typed helpers: [`Client::recipe_upload`], [`Client::recipe_list`],
-//! [`Client::recipe_delete`], [`Client::recipe_call`] (which waits out a parked call)
+//! [`Client::recipe_delete`], [`Client::recipe_adopt_runtime`],
+//! [`Client::recipe_runtime_info`], [`Client::recipe_call`] (which waits out a parked call)
 //! and [`Client::recipe_call_typed`]; messages recipes push to the session arrive on
 //! [`Client::take_recipe_messages`]. Their failures are [`ClientError::Recipe`], with
 //! the server's code and message.
@@ -574,6 +575,27 @@ impl Client {
         })
         .await?;
         Ok(())
+    }
+
+    /// recipeAdoptRuntime (op 1004): pins the answering server's determinism profile as
+    /// the cluster's, and returns the pinned profile id. Run it once every server is
+    /// upgraded to a build whose profile changed; until then recipe calls fail with
+    /// RecipeRuntimeMismatch. Needs ADMIN on /wazoo/modules when the server enforces
+    /// it (NoAuth).
+    pub async fn recipe_adopt_runtime(&self) -> Result<String, ClientError> {
+        match self.recipe_request(Request::RecipeAdoptRuntime).await?.0 {
+            Response::RecipeRuntime { profile } => Ok(profile),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// recipeRuntimeInfo (op 1005): `(pinned, local)`, the determinism profile id the
+    /// cluster pins ("" before the first upload) and the answering server's own.
+    pub async fn recipe_runtime_info(&self) -> Result<(String, String), ClientError> {
+        match self.recipe_request(Request::RecipeRuntimeInfo).await?.0 {
+            Response::RecipeRuntimeInfo { pinned, local } => Ok((pinned, local)),
+            other => Err(unexpected(other)),
+        }
     }
 
     /// recipeCall (op 1003): runs `function` of recipe `name` (`version` -1: the

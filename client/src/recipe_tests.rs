@@ -212,6 +212,56 @@ async fn errors_carry_code_and_message() {
 }
 
 #[tokio::test]
+async fn runtime_info_and_adopt() {
+    let adopted = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = adopted.clone();
+    let c = connect(Arc::new(move |x, req| {
+        use std::sync::atomic::Ordering::SeqCst;
+        Action::Frames(vec![match req {
+            Request::RecipeRuntimeInfo => reply(
+                x,
+                5,
+                Ok(Response::RecipeRuntimeInfo {
+                    pinned: if flag.load(SeqCst) { "new" } else { "old" }.into(),
+                    local: "new".into(),
+                }),
+            ),
+            Request::RecipeAdoptRuntime if !flag.swap(true, SeqCst) => reply(
+                x,
+                6,
+                Ok(Response::RecipeRuntime {
+                    profile: "new".into(),
+                }),
+            ),
+            Request::RecipeAdoptRuntime => reply(
+                x,
+                0,
+                Ok(Response::RecipeFailure {
+                    code: ErrorCode::RecipeRuntimeMismatch,
+                    message: "local profile mismatch".into(),
+                }),
+            ),
+            other => panic!("unexpected {other:?}"),
+        }])
+    }))
+    .await;
+    assert_eq!(
+        timed(c.recipe_runtime_info()).await.unwrap(),
+        ("old".to_string(), "new".to_string())
+    );
+    assert_eq!(timed(c.recipe_adopt_runtime()).await.unwrap(), "new");
+    assert_eq!(c.last_zxid(), 6);
+    assert_eq!(
+        timed(c.recipe_runtime_info()).await.unwrap(),
+        ("new".to_string(), "new".to_string())
+    );
+    // Errors carry the code and the message, as for the other recipe ops.
+    let e = timed(c.recipe_adopt_runtime()).await.unwrap_err();
+    assert_eq!(e.code(), Some(ErrorCode::RecipeRuntimeMismatch));
+    assert_eq!(e.recipe_message(), Some("local profile mismatch"));
+}
+
+#[tokio::test]
 async fn completed_and_parked_calls() {
     let c = connect(Arc::new(|x, req| {
         let Request::RecipeCall { function, args, .. } = req else {

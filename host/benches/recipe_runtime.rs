@@ -120,5 +120,20 @@ fn main() {
         &module(&one_call, &data),
         iters,
     );
+    // The real no-op recipe (recipes/noop, Rust + wazoo-sdk): decodes its input with
+    // rmp-serde and replies nil, so this is what an SDK-built recipe costs at least.
+    let dir = std::env::var_os("WAZOO_RECIPES_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                .join(".cache/wazoo/recipes")
+        });
+    match std::fs::read(dir.join("noop.wasm")) {
+        Ok(wasm) => bench("recipes/noop (Rust SDK)", &rt, &wasm, iters),
+        Err(e) => println!(
+            "recipes/noop (Rust SDK): skipped, {}: {e} (run scripts/build-recipes.sh)",
+            dir.join("noop.wasm").display()
+        ),
+    }
     println!("after runtime: {}", vm_size());
 }

@@ -12,7 +12,10 @@
 //! - `write`: setData (version -1) on the client's own znode;
 //! - `read`: getData of the client's own znode;
 //! - `mixed`: 90% getData, 10% setData, chosen by a seeded RNG (`--seed`);
-//! - `create-delete`: each worker creates its own znode, then deletes it (two ops).
+//! - `create-delete`: each worker creates its own znode, then deletes it (two ops);
+//! - `recipe-call`: calls function `noop` of the recipe uploaded from `--recipe-wasm`
+//!   (Wazoo only: a recipe call is a log entry, fsynced, run in the state machine, so
+//!   its cost is comparable with `write`'s setData).
 //!
 //! The result is ONE JSON line on stdout (see [`BenchReport`]); progress and errors go
 //! to stderr.
@@ -41,6 +44,8 @@ pub enum Workload {
     Mixed,
     /// create a znode, then delete it.
     CreateDelete,
+    /// recipeCall of `noop` on the module given by `--recipe-wasm` (Wazoo only).
+    RecipeCall,
 }
 
 impl Workload {
@@ -50,6 +55,7 @@ impl Workload {
             Workload::Read => "read",
             Workload::Mixed => "mixed",
             Workload::CreateDelete => "create-delete",
+            Workload::RecipeCall => "recipe-call",
         }
     }
 }
@@ -80,7 +86,14 @@ pub struct BenchArgs {
     /// Seed for the `mixed` read/write choice (random when absent; always reported).
     #[arg(long)]
     pub seed: Option<u64>,
+    /// For `recipe-call`: the wasm module to upload as recipe `bench-noop`; it must
+    /// answer function `noop` (recipes/noop does).
+    #[arg(long)]
+    pub recipe_wasm: Option<std::path::PathBuf>,
 }
+
+/// The recipe name `recipe-call` uploads and calls.
+pub const BENCH_RECIPE: &str = "bench-noop";
 
 /// The one JSON line `wazoo bench` prints.
 #[derive(Debug, Clone, Serialize)]
@@ -146,6 +159,9 @@ fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
     if args.value_size > 1 << 20 {
         bail!("--value-size over 1 MiB would exceed jute.maxbuffer");
     }
+    if (args.workload == Workload::RecipeCall) != args.recipe_wasm.is_some() {
+        bail!("--recipe-wasm FILE is required by, and only used by, --workload recipe-call");
+    }
     Ok(())
 }
 
@@ -183,6 +199,13 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
         )
         .await
         .context("creating the run's znode")?;
+    if let Some(path) = &args.recipe_wasm {
+        let wasm = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+        admin
+            .recipe_upload(BENCH_RECIPE, &wasm)
+            .await
+            .context("uploading the benchmark recipe")?;
+    }
     let value = vec![b'v'; args.value_size];
     for c in 0..args.clients {
         admin
@@ -332,6 +355,12 @@ impl Worker {
                     path: self.scratch.clone(),
                     version: -1,
                 }),
+                Workload::RecipeCall => Request::RecipeCall {
+                    name: BENCH_RECIPE.into(),
+                    version: -1,
+                    function: "noop".into(),
+                    args: Vec::new(),
+                },
                 Workload::CreateDelete => Request::Create(CreateOp {
                     kind: CreateKind::Create,
                     path: self.scratch.clone(),
@@ -400,6 +429,7 @@ mod tests {
             value_size: 10,
             warmup_secs: 0.0,
             seed: Some(1),
+            recipe_wasm: None,
         };
         assert!(check_args(&base).is_ok());
         let bad = [
@@ -454,7 +484,24 @@ mod tests {
             Workload::Read,
             Workload::Mixed,
             Workload::CreateDelete,
+            Workload::RecipeCall,
         ] {
+            // recipe-call runs the real no-op recipe, built by scripts/build-recipes.sh.
+            let recipe_wasm = (workload == Workload::RecipeCall).then(|| {
+                let dir = std::env::var_os("WAZOO_RECIPES_DIR")
+                    .map(std::path::PathBuf::from)
+                    .unwrap_or_else(|| {
+                        std::path::PathBuf::from(std::env::var("HOME").unwrap_or_default())
+                            .join(".cache/wazoo/recipes")
+                    });
+                let f = dir.join("noop.wasm");
+                assert!(
+                    f.exists(),
+                    "{} is missing: run scripts/build-recipes.sh",
+                    f.display()
+                );
+                f
+            });
             let args = BenchArgs {
                 servers: vec![addr.clone()],
                 workload,
@@ -464,6 +511,7 @@ mod tests {
                 value_size: 32,
                 warmup_secs: 0.1,
                 seed: Some(42),
+                recipe_wasm,
             };
             let r = run(&args).await.unwrap();
             eprintln!("{}", serde_json::to_string(&r).unwrap());

@@ -37,7 +37,8 @@ enum Command {
     /// Migrate data from another server: `zookeeper ZK_DATA_DIR TARGET_DIR`.
     #[command(subcommand)]
     Import(wazoo::tools::ImportCommand),
-    /// Server-side wasm recipes: `upload`, `list`, `call`, `delete` (client side).
+    /// Server-side wasm recipes: `upload`, `list`, `call`, `delete`, `runtime`,
+    /// `adopt-runtime` (client side).
     #[command(subcommand)]
     Recipe(wazoo::recipe_cli::RecipeCommand),
 }

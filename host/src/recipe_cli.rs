@@ -1,4 +1,5 @@
-//! `wazoo recipe upload|list|call|delete`: the recipe command line (client side).
+//! `wazoo recipe upload|list|call|delete|runtime|adopt-runtime`: the recipe command
+//! line (client side).
 //!
 //! Each command opens one session on the first server of `--servers` that accepts a
 //! connection, optionally authenticates (`--auth digest:user:pass`), performs one
@@ -33,6 +34,12 @@ pub enum RecipeCommand {
     Call(CallArgs),
     /// Delete recipe NAME (every version, or only --version N).
     Delete(DeleteArgs),
+    /// Show the determinism profile the cluster pins and the one of the server
+    /// answering, and whether they match.
+    Runtime(RuntimeArgs),
+    /// Pin the answering server's determinism profile as the cluster's, after every
+    /// server was upgraded to a build whose profile changed; prints the pinned id.
+    AdoptRuntime(AdoptRuntimeArgs),
 }
 
 /// Where and as whom to connect.
@@ -91,6 +98,18 @@ pub struct DeleteArgs {
     /// Delete only this version (default: every version).
     #[arg(long, default_value_t = -1, allow_negative_numbers = true)]
     pub version: i32,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RuntimeArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
+}
+
+#[derive(clap::Args, Debug)]
+pub struct AdoptRuntimeArgs {
+    #[command(flatten)]
+    pub conn: ConnArgs,
 }
 
 /// Why a command failed; `Display` is the line printed after `error: `.
@@ -181,8 +200,49 @@ pub async fn execute(cmd: RecipeCommand) -> Result<(), CliError> {
             finish(client).await;
             r?;
         }
+        RecipeCommand::Runtime(a) => {
+            let client = connect(&a.conn).await?;
+            let info = client.recipe_runtime_info().await;
+            finish(client).await;
+            let (pinned, local) = info?;
+            print!("{}", format_runtime_info(&pinned, &local));
+        }
+        RecipeCommand::AdoptRuntime(a) => {
+            let client = connect(&a.conn).await?;
+            let pinned = client.recipe_adopt_runtime().await;
+            finish(client).await;
+            println!("pinned: {}", pinned?);
+        }
     }
     Ok(())
+}
+
+/// What `wazoo recipe runtime` prints: the pinned profile, this server's, and whether
+/// they match (and what to do when they do not).
+pub fn format_runtime_info(pinned: &str, local: &str) -> String {
+    let shown_local = if local.is_empty() {
+        "(no recipe runtime)"
+    } else {
+        local
+    };
+    let mut out = String::new();
+    if pinned.is_empty() {
+        out.push_str("pinned: (none yet; the first upload pins this server's profile)\n");
+        out.push_str(&format!("this server: {shown_local}\n"));
+    } else {
+        out.push_str(&format!("pinned: {pinned}\n"));
+        out.push_str(&format!("this server: {shown_local}\n"));
+        if pinned == local {
+            out.push_str("match: yes\n");
+        } else {
+            out.push_str(
+                "match: no (recipe calls proposed by this server fail with \
+                 RecipeRuntimeMismatch; once every server is upgraded, run `wazoo recipe \
+                 adopt-runtime`)\n",
+            );
+        }
+    }
+    out
 }
 
 /// Ends the session politely; a failure here changes nothing for the user.
@@ -636,6 +696,19 @@ mod tests {
     }
 
     #[test]
+    fn runtime_info_says_whether_profiles_match() {
+        let t = format_runtime_info("a", "a");
+        assert_eq!(t, "pinned: a\nthis server: a\nmatch: yes\n");
+        let t = format_runtime_info("a", "b");
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(&lines[..2], ["pinned: a", "this server: b"]);
+        assert!(lines[2].starts_with("match: no") && lines[2].contains("adopt-runtime"));
+        let t = format_runtime_info("", "b");
+        assert!(t.starts_with("pinned: (none"), "{t}");
+        assert!(t.contains("this server: b\n") && !t.contains("match"));
+    }
+
+    #[test]
     fn errors_print_stable_names() {
         let e = CliError::Client(ClientError::Recipe {
             code: wazoo_proto::ErrorCode::RecipeFailed,
@@ -706,5 +779,21 @@ mod tests {
             t.cmd,
             RecipeCommand::List(ListArgs { name: None, .. })
         ));
+        let t = T::try_parse_from(["t", "runtime", "--servers", "a:1"]).unwrap();
+        assert!(matches!(t.cmd, RecipeCommand::Runtime(_)));
+        let t = T::try_parse_from([
+            "t",
+            "adopt-runtime",
+            "--servers",
+            "a:1",
+            "--auth",
+            "digest:admin:pw",
+        ])
+        .unwrap();
+        let RecipeCommand::AdoptRuntime(a) = t.cmd else {
+            panic!()
+        };
+        assert_eq!(a.conn.auth.as_deref(), Some("digest:admin:pw"));
+        assert!(T::try_parse_from(["t", "adopt-runtime"]).is_err());
     }
 }

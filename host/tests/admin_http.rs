@@ -337,15 +337,23 @@ async fn recipe_metrics_follow_a_known_workload() {
     let server = Server::start(config(&dir)).await.unwrap();
     let admin = server.admin_addr.expect("admin server");
     let c = connect(&server, 5000).await;
-    c.recipe_upload("ok", &guest(&[HostRequest::Reply(vec![0xc0])], "i32.const 0"))
+    c.recipe_upload(
+        "ok",
+        &guest(&[HostRequest::Reply(vec![0xc0])], "i32.const 0"),
+    )
+    .await
+    .unwrap();
+    c.recipe_upload("trap", &guest(&[], "unreachable"))
         .await
         .unwrap();
-    c.recipe_upload("trap", &guest(&[], "unreachable")).await.unwrap();
     c.recipe_upload("parker", &guest(&[HostRequest::Park], "i32.const 0"))
         .await
         .unwrap();
     for _ in 0..3 {
-        assert_eq!(c.recipe_call("ok", -1, "f", vec![]).await.unwrap(), vec![0xc0]);
+        assert_eq!(
+            c.recipe_call("ok", -1, "f", vec![]).await.unwrap(),
+            vec![0xc0]
+        );
     }
     for _ in 0..2 {
         let e = c.recipe_call("trap", -1, "f", vec![]).await.unwrap_err();
@@ -360,18 +368,27 @@ async fn recipe_metrics_follow_a_known_workload() {
         .is_none());
     let waiter = connect(&server, 5000).await;
     let parked = tokio::spawn(async move { waiter.recipe_call("parker", -1, "f", vec![]).await });
-    assert_eq!(next_event(&mut events).await.event_type, event::NODE_CREATED);
+    assert_eq!(
+        next_event(&mut events).await.event_type,
+        event::NODE_CREATED
+    );
 
     let m = scrape(admin).await;
     assert_eq!(metric(&m, "wazoo_recipe_calls_total{recipe=\"ok\"}"), 3.0);
     assert_eq!(metric(&m, "wazoo_recipe_calls_total{recipe=\"trap\"}"), 2.0);
     assert_eq!(
-        metric(&m, "wazoo_recipe_errors_total{recipe=\"trap\",error=\"RecipeTrap\"}"),
+        metric(
+            &m,
+            "wazoo_recipe_errors_total{recipe=\"trap\",error=\"RecipeTrap\"}"
+        ),
         2.0
     );
     assert!(!m.contains_key("wazoo_recipe_errors_total{recipe=\"ok\",error=\"RecipeTrap\"}"));
     assert!(metric(&m, "wazoo_recipe_fuel_used_total{recipe=\"ok\"}") > 0.0);
-    assert_eq!(metric(&m, "wazoo_recipe_parked_calls{recipe=\"parker\"}"), 1.0);
+    assert_eq!(
+        metric(&m, "wazoo_recipe_parked_calls{recipe=\"parker\"}"),
+        1.0
+    );
     assert_eq!(metric(&m, "wazoo_recipe_parked_calls{recipe=\"ok\"}"), 0.0);
     assert!(metric(&m, "wazoo_requests_total{op=\"recipeCall\"}") >= 5.0);
     assert_eq!(metric(&m, "wazoo_requests_total{op=\"recipeUpload\"}"), 3.0);

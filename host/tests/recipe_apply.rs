@@ -506,3 +506,222 @@ fn a_replica_with_other_runtime_settings_refuses_to_apply_instead_of_diverging()
     let why = other.take_fatal().expect("the replica must refuse");
     assert!(why.contains("profile"), "{why}");
 }
+
+/// The upgrade flow on one replica: pinned to profile A by an upload, upgraded to a
+/// build with profile B; calls proposed under B fail until an admin adopts B, then work.
+#[test]
+fn an_upgraded_cluster_serves_calls_once_the_new_profile_is_adopted() {
+    use wazoo_proto::{Acl, Id, SetAclRequest};
+    let data = vec![create_req("/after-upgrade"), reply_req(b"\xc0")];
+    let wasm = guest(
+        &data,
+        &format!(
+            "{} {} i32.const 0",
+            host_call(0, &data),
+            host_call(1, &data)
+        ),
+        "",
+    );
+    let mut r = Replica::new();
+    let profile_a = r.profile.clone();
+    let s = r.session();
+    r.upload(s, "up", &wasm).expect("upload");
+    assert_eq!(r.sm.recipe_runtime_profile().as_deref(), Some(&*profile_a));
+
+    // "Upgrade" the server: same state, a runtime whose profile differs.
+    let limits = RuntimeLimits {
+        fuel: RuntimeLimits::default().fuel + 1,
+        ..RuntimeLimits::default()
+    };
+    let rt_b = Arc::new(Runtime::new(limits).expect("runtime"));
+    let profile_b = rt_b.profile().id();
+    assert_ne!(profile_a, profile_b);
+    r.sm.set_recipe_runtime(rt_b);
+    r.profile = profile_b.clone();
+
+    // A call proposed under B while A is pinned: a deterministic refusal (Replica::apply
+    // checks no fatal error was raised), with no effect on the tree.
+    let before = r.nodes();
+    let why = expect_failure(r.call(s, "up", "go"), ErrorCode::RecipeRuntimeMismatch);
+    assert!(why.contains("adopt-runtime"), "{why}");
+    assert_eq!(before, r.nodes());
+    assert!(r.sm.tree().get("/after-upgrade").is_none());
+
+    // The admin adopts B: the reply names it and /wazoo/runtime holds it.
+    let out = r
+        .apply(CommandOp::RecipeAdoptRuntime {
+            session_id: s,
+            auth: vec![],
+            profile: profile_b.clone(),
+        })
+        .result;
+    assert_eq!(
+        out,
+        Ok(Response::RecipeRuntime {
+            profile: profile_b.clone()
+        })
+    );
+    assert_eq!(r.sm.recipe_runtime_profile().as_deref(), Some(&*profile_b));
+    let node = r.sm.tree().get("/wazoo/runtime").expect("/wazoo/runtime");
+    assert_eq!(node.data.as_deref(), Some(profile_b.as_bytes()));
+
+    // Calls under B now run (the module is recompiled by the new runtime from its blob).
+    match r.call(s, "up", "go") {
+        Ok(Response::RecipeCall {
+            state: 0, reply, ..
+        }) => assert_eq!(reply, b"\xc0"),
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(r.sm.tree().get("/after-upgrade").is_some());
+
+    // Once an operator restricts /wazoo/modules, adopting needs ADMIN there.
+    let admin = Id {
+        scheme: "digest".into(),
+        id: "admin:x1nq8J3Rw2a0mX0x0Yk2b1GkXUo=".into(),
+    };
+    let acl = vec![
+        Acl {
+            perms: wazoo_proto::consts::perms::READ,
+            id: Id {
+                scheme: "world".into(),
+                id: "anyone".into(),
+            },
+        },
+        Acl {
+            perms: wazoo_proto::consts::perms::ALL,
+            id: admin.clone(),
+        },
+    ];
+    let set = r
+        .apply(CommandOp::Write {
+            session_id: s,
+            auth: vec![],
+            request: WriteRequest::SetAcl(SetAclRequest {
+                path: "/wazoo/modules".into(),
+                acl,
+                version: -1,
+            }),
+        })
+        .result;
+    assert!(matches!(set, Ok(Response::Stat(_))), "{set:?}");
+    let runtime_before = r.sm.tree().get("/wazoo/runtime").unwrap().stat();
+    let out = r
+        .apply(CommandOp::RecipeAdoptRuntime {
+            session_id: s,
+            auth: vec![],
+            profile: profile_b.clone(),
+        })
+        .result;
+    assert_eq!(out, Err(ErrorCode::NoAuth));
+    assert_eq!(
+        r.sm.tree().get("/wazoo/runtime").unwrap().stat(),
+        runtime_before,
+        "a refused adopt leaves /wazoo/runtime alone"
+    );
+    let out = r
+        .apply(CommandOp::RecipeAdoptRuntime {
+            session_id: s,
+            auth: vec![admin],
+            profile: profile_b.clone(),
+        })
+        .result;
+    assert_eq!(out, Ok(Response::RecipeRuntime { profile: profile_b }));
+}
+
+/// Adopting a profile this replica does not run cannot be applied the same way
+/// everywhere: the replica stops applying instead of pinning it.
+#[test]
+fn adopting_a_profile_this_replica_does_not_run_is_fatal() {
+    let mut r = Replica::new();
+    let s = r.session();
+    let before = r.nodes();
+    r.index += 1;
+    let mut out = r.sm.apply(
+        r.index,
+        &Command {
+            time_ms: 1_700_000_000_000 + r.index as i64,
+            ops: vec![CommandOp::RecipeAdoptRuntime {
+                session_id: s,
+                auth: vec![],
+                profile: "not-this-build".into(),
+            }],
+        },
+    );
+    expect_failure(out.remove(0).result, ErrorCode::RecipeRuntimeMismatch);
+    let why = r.sm.take_fatal().expect("the replica must refuse");
+    assert!(why.contains("not-this-build"), "{why}");
+    assert_eq!(before, r.nodes());
+}
+
+/// The wire path end to end: recipeRuntimeInfo and recipeAdoptRuntime through a real
+/// server and the client.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_info_and_adopt_over_the_wire() {
+    use std::time::Duration;
+    use wazoo::config::Config;
+    use wazoo::server::Server;
+    use wazoo_client::{Client, ConnectOptions};
+
+    const GUARD: Duration = Duration::from_secs(60);
+    let dir = tempfile::TempDir::new().unwrap();
+    let config = Config {
+        client_port: 0,
+        data_dir: dir.path().to_path_buf(),
+        tick_time_ms: 100,
+        admin_enable_server: false,
+        ..Default::default()
+    };
+    let server = Server::start(config).await.expect("server");
+    let c = Client::connect(
+        &server.client_addr.to_string(),
+        ConnectOptions {
+            timeout_ms: 10_000,
+            ..Default::default()
+        },
+    )
+    .await
+    .expect("connect");
+
+    let (pinned, local) = tokio::time::timeout(GUARD, c.recipe_runtime_info())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pinned, "", "nothing is pinned before the first upload");
+    assert!(!local.is_empty());
+
+    let data = vec![reply_req(b"\xc0")];
+    let wasm = guest(&data, &format!("{} i32.const 0", host_call(0, &data)), "");
+    tokio::time::timeout(GUARD, c.recipe_upload("tiny", &wasm))
+        .await
+        .unwrap()
+        .expect("upload");
+    let (pinned, local2) = tokio::time::timeout(GUARD, c.recipe_runtime_info())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(local2, local);
+    assert_eq!(
+        pinned, local,
+        "the first upload pins the uploader's profile"
+    );
+
+    let adopted = tokio::time::timeout(GUARD, c.recipe_adopt_runtime())
+        .await
+        .unwrap()
+        .expect("adopt");
+    assert_eq!(adopted, local);
+    let (pinned, _) = tokio::time::timeout(GUARD, c.recipe_runtime_info())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(pinned, local);
+    // The module still runs.
+    let reply = tokio::time::timeout(GUARD, c.recipe_call("tiny", -1, "f", vec![0xc0]))
+        .await
+        .unwrap()
+        .expect("call");
+    assert_eq!(reply, b"\xc0");
+
+    let _ = tokio::time::timeout(GUARD, c.close()).await;
+    server.shutdown().await;
+}

@@ -38,6 +38,8 @@ pub mod op {
     pub const RECIPE_LIST: i32 = 1001;
     pub const RECIPE_DELETE: i32 = 1002;
     pub const RECIPE_CALL: i32 = 1003;
+    pub const RECIPE_ADOPT_RUNTIME: i32 = 1004;
+    pub const RECIPE_RUNTIME_INFO: i32 = 1005;
     pub const CREATE_SESSION: i32 = -10;
     pub const CLOSE_SESSION: i32 = -11;
     pub const ERROR: i32 = -1;

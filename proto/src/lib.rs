@@ -7,7 +7,7 @@
 //! - [`error`]: `KeeperException.Code` values, the only errors on the wire.
 //! - [`consts`]: opcodes, special xids, permissions, create modes, event types.
 //! - [`path`]: znode path validation (`PathUtils`).
-//! - [`recipe`]: Wazoo's recipe extension (opcodes 1000-1003, notification xid -100):
+//! - [`recipe`]: Wazoo's recipe extension (opcodes 1000-1005, notification xid -100):
 //!   constants and recipe-name validation.
 //!
 //! The server (`wazoo`), the client (`wazoo-client`) and the benchmark all use this

@@ -24,11 +24,16 @@ pub const ANY_VERSION: i32 = -1;
 /// Longest recipe name, in bytes.
 pub const MAX_NAME_LEN: usize = 64;
 
-/// Whether `opcode` is one of the recipe extension's (1000..=1003).
+/// Whether `opcode` is one of the recipe extension's (1000..=1005).
 pub fn is_recipe_op(opcode: i32) -> bool {
     matches!(
         opcode,
-        op::RECIPE_UPLOAD | op::RECIPE_LIST | op::RECIPE_DELETE | op::RECIPE_CALL
+        op::RECIPE_UPLOAD
+            | op::RECIPE_LIST
+            | op::RECIPE_DELETE
+            | op::RECIPE_CALL
+            | op::RECIPE_ADOPT_RUNTIME
+            | op::RECIPE_RUNTIME_INFO
     )
 }
 
@@ -78,7 +83,7 @@ mod tests {
 
     #[test]
     fn recipe_ops() {
-        assert!(is_recipe_op(1000) && is_recipe_op(1003));
-        assert!(!is_recipe_op(999) && !is_recipe_op(1004) && !is_recipe_op(op::CREATE));
+        assert!((1000..=1005).all(is_recipe_op));
+        assert!(!is_recipe_op(999) && !is_recipe_op(1006) && !is_recipe_op(op::CREATE));
     }
 }

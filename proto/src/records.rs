@@ -158,7 +158,7 @@ record!(GetEphemeralsResponse { ephemerals: strs });
 record!(GetAllChildrenNumberResponse { total_number: i32 });
 record!(WhoAmIResponse { client_info: recs<ClientInfo> });
 
-// Wazoo's recipe extension (docs/PROTOCOL.md, "Recipe extension"; opcodes 1000-1003).
+// Wazoo's recipe extension (docs/PROTOCOL.md, "Recipe extension"; opcodes 1000-1005).
 record!(
     /// recipeUpload (op 1000): a wasm module to register under `name`.
     RecipeUploadRequest { name: str, module: bytes }
@@ -188,6 +188,16 @@ record!(
     /// Reply to recipeCall: `state` 0 completed (`reply` is MessagePack), 1 parked (the
     /// result comes later in a `RecipeNotification` of kind 1 with this `call_id`).
     RecipeCallResponse { state: i32, call_id: i64, reply: bytes }
+);
+record!(
+    /// Reply to recipeAdoptRuntime (op 1004, empty request body): the determinism
+    /// profile id the cluster now pins.
+    RecipeAdoptRuntimeResponse { profile: str }
+);
+record!(
+    /// Reply to recipeRuntimeInfo (op 1005, empty request body): the profile id the
+    /// cluster pins ("" before the first upload) and the answering server's own.
+    RecipeRuntimeInfoResponse { pinned: str, local: str }
 );
 record!(
     /// Body of a recipe op's error reply (after a `ReplyHeader` with `err != 0`).

@@ -167,6 +167,12 @@ pub enum Request {
         function: String,
         args: Vec<u8>,
     },
+    /// recipeAdoptRuntime (op 1004, empty body): pin the answering server's
+    /// determinism profile as the cluster's (after every server was upgraded).
+    RecipeAdoptRuntime,
+    /// recipeRuntimeInfo (op 1005, empty body): the pinned profile and the answering
+    /// server's own.
+    RecipeRuntimeInfo,
 }
 
 impl Request {
@@ -285,6 +291,8 @@ impl Request {
                     args: b.args,
                 }
             }
+            op::RECIPE_ADOPT_RUNTIME => Request::RecipeAdoptRuntime,
+            op::RECIPE_RUNTIME_INFO => Request::RecipeRuntimeInfo,
             other => return Err(DecodeError::UnknownOpCode(other)),
         })
     }
@@ -322,6 +330,8 @@ impl Request {
             Request::RecipeList { .. } => op::RECIPE_LIST,
             Request::RecipeDelete { .. } => op::RECIPE_DELETE,
             Request::RecipeCall { .. } => op::RECIPE_CALL,
+            Request::RecipeAdoptRuntime => op::RECIPE_ADOPT_RUNTIME,
+            Request::RecipeRuntimeInfo => op::RECIPE_RUNTIME_INFO,
         }
     }
 
@@ -340,7 +350,11 @@ impl Request {
             | Request::GetEphemerals(p)
             | Request::GetAllChildrenNumber(p) => p.encode(w),
             Request::SetAcl(s) => s.encode(w),
-            Request::Ping | Request::WhoAmI | Request::CloseSession => {}
+            Request::Ping
+            | Request::WhoAmI
+            | Request::CloseSession
+            | Request::RecipeAdoptRuntime
+            | Request::RecipeRuntimeInfo => {}
             Request::Check(c) => c.encode(w),
             Request::Multi(ops) => {
                 for o in ops {
@@ -439,6 +453,7 @@ impl Request {
                 | Request::RecipeUpload { .. }
                 | Request::RecipeDelete { .. }
                 | Request::RecipeCall { .. }
+                | Request::RecipeAdoptRuntime
         )
     }
 }
@@ -509,6 +524,8 @@ mod tests {
                 function: "acquire".into(),
                 args: vec![0x81, 0xa1, b'k', 0x01],
             },
+            Request::RecipeAdoptRuntime,
+            Request::RecipeRuntimeInfo,
         ]
     }
 
@@ -595,6 +612,26 @@ mod tests {
             Request::decode(op::RECIPE_DELETE, &mut Reader::new(&b)),
             Err(DecodeError::BadUtf8 { .. })
         ));
+    }
+
+    #[test]
+    fn runtime_requests_have_empty_bodies() {
+        for (req, code) in [
+            (Request::RecipeAdoptRuntime, 1004),
+            (Request::RecipeRuntimeInfo, 1005),
+        ] {
+            assert_eq!(req.opcode(), code);
+            let mut w = Writer::new();
+            req.encode(&mut w);
+            assert!(w.into_inner().is_empty());
+            assert_eq!(Request::decode(code, &mut Reader::new(&[])).unwrap(), req);
+            // A header-only frame: length prefix, xid, opcode.
+            let frame = encode_request_frame(3, &req);
+            assert_eq!(frame.len(), 4 + 8);
+        }
+        // Adopting changes replicated state; the info is a local read.
+        assert!(Request::RecipeAdoptRuntime.is_write());
+        assert!(!Request::RecipeRuntimeInfo.is_write());
     }
 
     #[test]

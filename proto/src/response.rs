@@ -154,7 +154,18 @@ pub enum Response {
         call_id: i64,
         reply: Vec<u8>,
     },
-    /// The error reply of a recipe op (1000-1003): [`encode_reply_frame`] writes `code`
+    /// recipeAdoptRuntime (op 1004): `RecipeAdoptRuntimeResponse`, the determinism
+    /// profile id the cluster now pins.
+    RecipeRuntime {
+        profile: String,
+    },
+    /// recipeRuntimeInfo (op 1005): `RecipeRuntimeInfoResponse`; `pinned` is "" while
+    /// no profile is pinned (before the first upload), `local` the answering server's.
+    RecipeRuntimeInfo {
+        pinned: String,
+        local: String,
+    },
+    /// The error reply of a recipe op (1000-1005): [`encode_reply_frame`] writes `code`
     /// in the header's `err` and `RecipeErrorResponse{message}` as the body. Never
     /// produced by [`Response::decode`] (which only decodes success bodies); the client
     /// reads the message with [`decode_recipe_error`].
@@ -221,6 +232,11 @@ impl Response {
                 w.write_i64(*call_id);
                 w.write_buffer(Some(reply));
             }
+            Response::RecipeRuntime { profile } => w.write_ustring(profile),
+            Response::RecipeRuntimeInfo { pinned, local } => {
+                w.write_ustring(pinned);
+                w.write_ustring(local);
+            }
             Response::RecipeFailure { message, .. } => w.write_ustring(message),
         }
     }
@@ -284,6 +300,16 @@ impl Response {
                     state: b.state,
                     call_id: b.call_id,
                     reply: b.reply,
+                }
+            }
+            op::RECIPE_ADOPT_RUNTIME => Response::RecipeRuntime {
+                profile: RecipeAdoptRuntimeResponse::decode(r)?.profile,
+            },
+            op::RECIPE_RUNTIME_INFO => {
+                let b = RecipeRuntimeInfoResponse::decode(r)?;
+                Response::RecipeRuntimeInfo {
+                    pinned: b.pinned,
+                    local: b.local,
                 }
             }
             _ => Response::Empty,
@@ -413,6 +439,26 @@ mod tests {
                     reply: vec![],
                 },
             ),
+            (
+                op::RECIPE_ADOPT_RUNTIME,
+                Response::RecipeRuntime {
+                    profile: "7f".repeat(32),
+                },
+            ),
+            (
+                op::RECIPE_RUNTIME_INFO,
+                Response::RecipeRuntimeInfo {
+                    pinned: "profile-a".into(),
+                    local: "profile-b".into(),
+                },
+            ),
+            (
+                op::RECIPE_RUNTIME_INFO,
+                Response::RecipeRuntimeInfo {
+                    pinned: "".into(),
+                    local: "profile-b".into(),
+                },
+            ),
         ]
     }
 
@@ -460,6 +506,35 @@ mod tests {
                 name: "a".into(),
                 version: 1,
                 sha256: "ff".into()
+            }
+            .to_bytes()
+        );
+        let mut w = Writer::new();
+        Response::RecipeRuntime {
+            profile: "p".into(),
+        }
+        .encode(&mut w);
+        assert_eq!(
+            w.into_inner(),
+            RecipeAdoptRuntimeResponse {
+                profile: "p".into()
+            }
+            .to_bytes()
+        );
+        let mut w = Writer::new();
+        Response::RecipeRuntimeInfo {
+            pinned: "".into(),
+            local: "l".into(),
+        }
+        .encode(&mut w);
+        let b = w.into_inner();
+        // ustring "" (length 0), then ustring "l".
+        assert_eq!(b, [0, 0, 0, 0, 0, 0, 0, 1, b'l']);
+        assert_eq!(
+            b,
+            RecipeRuntimeInfoResponse {
+                pinned: "".into(),
+                local: "l".into()
             }
             .to_bytes()
         );
@@ -519,6 +594,29 @@ mod tests {
         w.buf.extend_from_slice(b"abc");
         assert!(decode_recipe_error(&mut Reader::new(&w.into_inner())).is_err());
         assert!(decode_recipe_error(&mut Reader::new(&[0, 0])).is_err());
+    }
+
+    #[test]
+    fn runtime_op_errors_carry_a_message() {
+        // recipeAdoptRuntime fails like the other recipe ops: code in the header, then
+        // the message.
+        let frame = encode_reply_frame(
+            4,
+            8,
+            &Ok(Response::RecipeFailure {
+                code: ErrorCode::RecipeRuntimeMismatch,
+                message: "local profile mismatch".into(),
+            }),
+        );
+        let (h, body) = split(&frame);
+        assert_eq!(h.err, ErrorCode::RecipeRuntimeMismatch.code());
+        assert!(recipe::is_recipe_op(op::RECIPE_ADOPT_RUNTIME));
+        assert_eq!(
+            decode_recipe_error(&mut Reader::new(body))
+                .unwrap()
+                .as_deref(),
+            Some("local profile mismatch")
+        );
     }
 
     #[test]

@@ -556,6 +556,10 @@ impl Runner {
                 "ok state={state} callId={call_id} reply={}",
                 fmt_data(Some(reply))
             ),
+            Response::RecipeRuntime { profile } => format!("ok profile={profile}"),
+            Response::RecipeRuntimeInfo { pinned, local } => {
+                format!("ok pinned={pinned:?} local={local:?}")
+            }
             Response::RecipeFailure { code, message } => {
                 format!("{} message={message:?}", fmt_code(*code))
             }
@@ -756,6 +760,8 @@ pub fn fmt_request(req: &Request) -> String {
             "recipeCall {name:?} v{version} {function:?} args={}",
             fmt_data(Some(args))
         ),
+        Request::RecipeAdoptRuntime => "recipeAdoptRuntime".into(),
+        Request::RecipeRuntimeInfo => "recipeRuntimeInfo".into(),
     }
 }
 

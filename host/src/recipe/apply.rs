@@ -953,6 +953,9 @@ impl StateMachine {
         }
     }
 
+    /// recipeAdoptRuntime (op 1004): pins `profile` (the proposer's) in /wazoo/runtime
+    /// and answers it. Needs ADMIN on /wazoo/modules. A replica not running `profile`
+    /// itself cannot honour the pin, so that is fatal here.
     pub(crate) fn recipe_adopt_runtime(
         &mut self,
         zxid: i64,

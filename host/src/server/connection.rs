@@ -471,7 +471,8 @@ async fn read_loop(
             }
             Request::RecipeUpload { .. }
             | Request::RecipeDelete { .. }
-            | Request::RecipeCall { .. } => {
+            | Request::RecipeCall { .. }
+            | Request::RecipeAdoptRuntime => {
                 let auth = (*auth).clone();
                 let profile = shared.recipe_profile.clone();
                 let op = match request {
@@ -500,6 +501,14 @@ async fn read_loop(
                         version,
                         function,
                         args,
+                        profile,
+                    },
+                    // Pins this server's own profile: an operator runs it once every
+                    // server is upgraded (docs/ABI.md, "Upgrades and the determinism
+                    // profile").
+                    Request::RecipeAdoptRuntime => CommandOp::RecipeAdoptRuntime {
+                        session_id,
+                        auth,
                         profile,
                     },
                     _ => unreachable!("matched above"),
