@@ -800,7 +800,12 @@ impl StateMachine {
         module: &[u8],
         profile: &str,
     ) -> Result<Response, ErrorCode> {
-        wazoo_proto::recipe::validate_recipe_name(name)?;
+        if let Err(code) = wazoo_proto::recipe::validate_recipe_name(name) {
+            return Ok(failure(
+                code,
+                format!("bad recipe name {name:?}: 1 to 64 characters of A-Z a-z 0-9 _ . -"),
+            ));
+        }
         self.check_recipe_admin(auth)?;
         if let Err(r) = self.check_profile(profile) {
             return Ok(r);
@@ -872,7 +877,12 @@ impl StateMachine {
         name: &str,
         version: i32,
     ) -> Result<Response, ErrorCode> {
-        wazoo_proto::recipe::validate_recipe_name(name)?;
+        if let Err(code) = wazoo_proto::recipe::validate_recipe_name(name) {
+            return Ok(failure(
+                code,
+                format!("bad recipe name {name:?}: 1 to 64 characters of A-Z a-z 0-9 _ . -"),
+            ));
+        }
         let dir = format!("{MODULES}/{name}");
         let Some(node) = self.tree().get(&dir) else {
             return Ok(failure(
@@ -881,6 +891,9 @@ impl StateMachine {
             ));
         };
         let children: Vec<String> = node.children.iter().cloned().collect();
+        if children.is_empty() {
+            return Ok(failure(ErrorCode::RecipeNotFound, format!("no recipe {name}")));
+        }
         self.check_recipe_admin(auth)?;
         let doomed: Vec<String> = if version < 0 {
             children.clone()
@@ -898,9 +911,10 @@ impl StateMachine {
             let _ = self.tree_mut().delete(&format!("{dir}/{c}"), zxid);
         }
         if doomed.len() == children.len() {
-            // The recipe is gone: its node, its subscriptions and timers, and its parked
-            // calls, which are cancelled (their callers get RecipeCancelled).
-            let _ = self.tree_mut().delete(&dir, zxid);
+            // The recipe is gone: its subscriptions and timers, and its parked calls,
+            // which are cancelled (their callers get RecipeCancelled). Its node stays,
+            // with its version counter: a version number is never reused, so a client
+            // pinned to version N can never run other code under that number.
             self.store_recipe_subs(name, &ModuleSubs::default(), zxid, time);
             let parked_dir = format!("{PARKED}/{name}");
             let parked: Vec<String> = self
