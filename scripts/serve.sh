@@ -7,6 +7,11 @@
 #
 # Arguments are passed to `wazoo serve` unchanged. Relative paths (./data, --config) are
 # taken from the directory you run this from.
+#
+# The built-in recipes (recipes/lock, election, barrier, config) are built to wasm first
+# (scripts/build-recipes.sh; installs the wasm toolchain if missing) and installed by
+# the server at start (`recipe.builtinDir`) unless the cluster already has them. If they
+# cannot be built the server starts without them.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -19,4 +24,11 @@ ensure_server_deps
 # from the repository root.
 (cd "$ROOT" && cargo build --release -p wazoo)
 
-exec "$CARGO_TARGET_DIR/release/wazoo" serve "$@"
+builtin=()
+if recipes_dir="$("$ROOT/scripts/build-recipes.sh" | tail -n 1)" && [ -d "$recipes_dir" ]; then
+    builtin=(--set "recipe.builtinDir=$recipes_dir")
+else
+    echo "serve.sh: the built-in recipes could not be built; starting without them" >&2
+fi
+
+exec "$CARGO_TARGET_DIR/release/wazoo" serve "${builtin[@]}" "$@"

@@ -58,6 +58,15 @@ pub enum CommandOp {
         module: Vec<u8>,
         profile: String,
     },
+    /// A built-in recipe the server found in `recipe.builtinDir` at start: installed
+    /// as version 1 only if the cluster has no recipe of that name (so an upload
+    /// always wins, and every replica decides alike).
+    RecipeInstall {
+        name: String,
+        #[serde(with = "serde_bytes")]
+        module: Vec<u8>,
+        profile: String,
+    },
     /// Delete one version (or every version, -1) of a recipe.
     RecipeDelete {
         session_id: i64,

@@ -33,7 +33,11 @@ pub const FOUR_LETTER_WORDS: &[&str] = &[
     "dirs",
 ];
 
+/// The recipes a server installs from `recipe.builtinDir` (recipes/<name>).
+pub const BUILTIN_RECIPES: &[&str] = &["lock", "election", "barrier", "config"];
+
 #[derive(Debug, Clone, PartialEq, Eq)]
+
 pub struct Config {
     pub tick_time_ms: u32,
     pub data_dir: PathBuf,
@@ -62,6 +66,10 @@ pub struct Config {
     pub admin_server_address: IpAddr,
     /// `admin.serverPort`: the admin HTTP server's port (0 = pick a free one).
     pub admin_server_port: u16,
+    /// `recipe.builtinDir`: a directory of built-in recipe modules (`<name>.wasm`, as
+    /// scripts/build-recipes.sh writes them); each of [`BUILTIN_RECIPES`] found there
+    /// is installed at start unless the cluster already has a recipe of that name.
+    pub recipe_builtin_dir: Option<PathBuf>,
     /// Keys the file had that Wazoo does not use (reported, not fatal, as ZooKeeper
     /// turns unknown keys into system properties).
     pub unknown: BTreeMap<String, String>,
@@ -86,6 +94,7 @@ impl Default for Config {
             admin_enable_server: true,
             admin_server_address: IpAddr::from([127, 0, 0, 1]),
             admin_server_port: 8080,
+            recipe_builtin_dir: None,
             unknown: BTreeMap::new(),
         }
     }
@@ -173,6 +182,7 @@ impl Config {
             }
             "admin.serverAddress" => self.admin_server_address = num(key, value)?,
             "admin.serverPort" => self.admin_server_port = num(key, value)?,
+            "recipe.builtinDir" => self.recipe_builtin_dir = Some(PathBuf::from(value)),
             // TTL nodes are always enabled in Wazoo; ZooKeeper needs this switch for them.
             "extendedTypesEnabled" | "zookeeper.extendedTypesEnabled" => {}
             _ => {
@@ -239,6 +249,13 @@ impl Config {
                 self.jute_max_buffer.to_string(),
             ),
             ("snapCount".to_string(), self.snap_count.to_string()),
+            (
+                "recipe.builtinDir".to_string(),
+                self.recipe_builtin_dir
+                    .as_ref()
+                    .map(|d| d.display().to_string())
+                    .unwrap_or_default(),
+            ),
             ("serverId".to_string(), "0".to_string()),
             (
                 "admin.enableServer".to_string(),

@@ -265,6 +265,13 @@ impl StateMachine {
                     Err(ErrorCode::SessionExpired)
                 };
             }
+            CommandOp::RecipeInstall {
+                name,
+                module,
+                profile,
+            } => {
+                out.result = self.recipe_install(zxid, time, name, module, profile);
+            }
             CommandOp::RecipeDelete {
                 session_id,
                 auth,

@@ -1005,3 +1005,43 @@ async fn bad_uploads_and_calls_are_refused_with_their_codes() {
     assert!(!c.is_closed());
     server.shutdown().await;
 }
+
+/// `recipe.builtinDir`: the built-in recipes found there are installed at start, before
+/// clients are served; an upload afterwards wins and survives a restart (the built-in
+/// is only installed when the name is absent).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_recipes_are_installed_at_start_and_uploads_win() {
+    let present: Vec<&str> = wazoo::config::BUILTIN_RECIPES
+        .iter()
+        .copied()
+        .filter(|n| recipes_dir().join(format!("{n}.wasm")).exists())
+        .collect();
+    assert!(
+        present.contains(&"lock"),
+        "lock.wasm missing from {}: run scripts/build-recipes.sh",
+        recipes_dir().display()
+    );
+    let dir = TempDir::new().unwrap();
+    let mut cfg = config(&dir);
+    cfg.recipe_builtin_dir = Some(recipes_dir());
+    let server = Server::start(cfg.clone()).await.unwrap();
+    let c = connect(&server).await;
+    let list = g(c.recipe_list("")).await.unwrap();
+    let names: Vec<&str> = list.iter().map(|i| i.name.as_str()).collect();
+    let mut expected = present.clone();
+    expected.sort();
+    assert_eq!(names, expected, "every built-in found is installed once");
+    assert!(list.iter().all(|i| i.version == 1));
+    // An operator's upload of another module under the built-in's name wins.
+    let mine = g(c.recipe_upload("lock", &wasm("noop"))).await.unwrap();
+    assert_eq!(mine.version, 2);
+    drop(c);
+    server.shutdown().await;
+
+    let server = Server::start(cfg).await.unwrap();
+    let c = connect(&server).await;
+    let lock: Vec<_> = g(c.recipe_list("lock")).await.unwrap();
+    assert_eq!(lock.len(), 2, "no re-install over the upload: {lock:?}");
+    assert_eq!(lock[1].sha256, mine.sha256);
+    server.shutdown().await;
+}

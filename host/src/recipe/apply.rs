@@ -800,13 +800,29 @@ impl StateMachine {
         module: &[u8],
         profile: &str,
     ) -> Result<Response, ErrorCode> {
+        self.recipe_upload_checked(zxid, time, auth, name, module, profile, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn recipe_upload_checked(
+        &mut self,
+        zxid: i64,
+        time: i64,
+        auth: &[Id],
+        name: &str,
+        module: &[u8],
+        profile: &str,
+        check_admin: bool,
+    ) -> Result<Response, ErrorCode> {
         if let Err(code) = wazoo_proto::recipe::validate_recipe_name(name) {
             return Ok(failure(
                 code,
                 format!("bad recipe name {name:?}: 1 to 64 characters of A-Z a-z 0-9 _ . -"),
             ));
         }
-        self.check_recipe_admin(auth)?;
+        if check_admin {
+            self.check_recipe_admin(auth)?;
+        }
         if let Err(r) = self.check_profile(profile) {
             return Ok(r);
         }
@@ -867,6 +883,22 @@ impl StateMachine {
             version,
             sha256: sha,
         })
+    }
+
+    /// Installs a built-in recipe unless one of that name exists (no ADMIN check: the
+    /// server itself proposes it).
+    pub(crate) fn recipe_install(
+        &mut self,
+        zxid: i64,
+        time: i64,
+        name: &str,
+        module: &[u8],
+        profile: &str,
+    ) -> Result<Response, ErrorCode> {
+        if self.tree().get(&format!("{MODULES}/{name}")).is_some() {
+            return Ok(Response::Empty);
+        }
+        self.recipe_upload_checked(zxid, time, &[], name, module, profile, false)
     }
 
     pub(crate) fn recipe_delete(

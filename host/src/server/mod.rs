@@ -183,6 +183,7 @@ impl Server {
             conns_per_ip: Mutex::new(HashMap::new()),
             shutdown: shutdown_rx,
         });
+        install_builtin_recipes(&shared).await;
         let mut tasks = vec![
             proposer_task,
             tokio::spawn(accept_loop(shared.clone(), listener)),
@@ -304,6 +305,45 @@ async fn expire_sessions_loop(shared: Arc<Shared>) {
                 tracing::warn!(error = %e, "session expiry proposal failed; will retry");
                 shared.tracker.retry(&expired);
             }
+        }
+    }
+}
+
+/// Installs the built-in recipes found in `recipe.builtinDir` that the cluster does
+/// not have yet, before clients are served. Problems are logged, not fatal: a server
+/// without its built-ins still serves ZooKeeper clients and uploaded recipes.
+async fn install_builtin_recipes(shared: &Arc<Shared>) {
+    let Some(dir) = shared.config.recipe_builtin_dir.clone() else {
+        return;
+    };
+    for name in crate::config::BUILTIN_RECIPES {
+        let path = dir.join(format!("{name}.wasm"));
+        if shared.sm.read().recipe_resolve(name, -1).is_some() {
+            continue;
+        }
+        let module = match std::fs::read(&path) {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "built-in recipe not installed");
+                continue;
+            }
+        };
+        let op = CommandOp::RecipeInstall {
+            name: name.to_string(),
+            module,
+            profile: shared.recipe_profile.clone(),
+        };
+        match shared.write(op).await {
+            Ok(out) => match out.result {
+                Ok(wazoo_proto::Response::RecipeFailure { code, message }) => {
+                    tracing::warn!(recipe = name, error = code.name(), %message, "built-in recipe refused")
+                }
+                Ok(_) => tracing::info!(recipe = name, "built-in recipe installed"),
+                Err(code) => {
+                    tracing::warn!(recipe = name, error = code.name(), "built-in recipe refused")
+                }
+            },
+            Err(e) => tracing::warn!(recipe = name, error = %e, "built-in recipe not installed"),
         }
     }
 }

@@ -154,6 +154,14 @@ pub fn records_of(entry: &Entry) -> Vec<DumpRecord> {
                         vec![],
                         Some(format!("name={name} bytes={}", module.len())),
                     ),
+                    CommandOp::RecipeInstall { name, module, .. } => rec(
+                        pos,
+                        t,
+                        None,
+                        "recipeInstall",
+                        vec![],
+                        Some(format!("name={name} bytes={}", module.len())),
+                    ),
                     CommandOp::RecipeDelete {
                         session_id,
                         name,
