@@ -1,347 +1,829 @@
-//! `lock`: an exclusive, FIFO lock with fencing tokens, to show how parking works.
+//! `lock`: the lock family (exclusive lock, read-write lock, counting semaphore), FIFO,
+//! with fencing tokens. The full reference (layout, errors, the fencing guarantee) is
+//! the "## lock" section of docs/RECIPES.md.
+//!
+//! Arguments and replies are MessagePack maps; optional keys are marked `?`. Every
+//! function that names a lock takes `name` (not empty, no `/`, not starting with `.`).
 //!
 //! | function | arguments | reply |
 //! | --- | --- | --- |
-//! | `acquire` | `{name}` | `{token}` at once if the lock is free, else the call is parked and replied `{token}` when it is this caller's turn |
-//! | `release` | `{name}` | nil; the oldest waiting `acquire` of `name` gets the lock. Fails unless the caller holds it |
-//! | `holder` | `{name}` | `{session_id, token}` or nil |
+//! | `acquire` | `{name, timeout_ms?}` | `Granted` at once if the lock is free and nobody waits; else the call parks and is completed with `Granted` when its turn comes (FIFO), or failed with `timeout` after `timeout_ms` (0: fail at once instead of parking) |
+//! | `try_acquire` | `{name}` | never parks: `Granted`, or `{granted: false, name, token: nil, path: nil, since: nil}` |
+//! | `release` | `{name, token?}` | nil; the oldest waiter gets the lock. Fails `not the holder` unless the caller holds it (with that token, if given) |
+//! | `read_acquire` / `write_acquire` | `{name, timeout_ms?}` | as `acquire`, for a read-write lock: many readers or one writer, FIFO (a waiting writer blocks the readers behind it) |
+//! | `try_read_acquire` / `try_write_acquire` | `{name}` | as `try_acquire` |
+//! | `read_release` / `write_release` | `{name, token?}` | as `release`; wakes the oldest waiters that fit (a run of readers, or one writer) |
+//! | `sem_init` | `{name, permits}` | nil; declares a semaphore of `permits` (>= 1) holders, kept while unused; on an existing semaphore changes its permits (waiters that now fit are granted) |
+//! | `sem_acquire` | `{name, permits?, timeout_ms?}` | as `acquire`, for a semaphore: up to `permits` holders. `permits` creates the semaphore if needed (the first acquirer's value) and must match it otherwise |
+//! | `sem_try_acquire` | `{name, permits?}` | as `try_acquire` |
+//! | `sem_release` | `{name, token?}` | as `release`: gives back the caller's permit |
+//! | `revoke` | `{name, session_id?}` | `[Holder]`: takes the lock from every holder (or only `session_id`'s) from any session; each revoked holder whose session is alive gets the notification `{event: "revoked", name, token, path}`; waiters that now fit are granted |
+//! | `holder` | `{name}` | the oldest holder `Holder` or nil |
+//! | `holders` | `{name}` | `[Holder]`, oldest grant first |
+//! | `waiters` | `{name}` | `[{call_id, session_id, function, mode}]`, the queue, oldest first |
 //!
-//! Waiters are the parked `acquire` calls themselves: the host keeps them oldest first,
-//! and cancels those of a session that ends, so a waiter that went away is never granted
-//! the lock. The holder lives in the znode `/wazoo/recipes/lock/<name>/holder`
-//! (`{session_id, token}`); the recipe watches the holder's session and, when it ends,
-//! hands the lock to the next waiter.
+//! `Granted` = `{granted: true, name, token, path, since}` and `Holder` =
+//! `{session_id, token, since, mode, path}`: `token` is the zxid of the operation that
+//! granted the lock (also the `czxid` of the holder znode at `path`), `since` its time
+//! (ms since the epoch), `mode` one of `exclusive`, `read`, `write`, `permit`.
 //!
-//! Tokens are the zxid of the operation that granted the lock, so each grant of a lock
-//! gets a larger token than the last: pass it to the resource the lock protects, which
-//! rejects any request with a token smaller than one it has seen (fencing).
+//! A session holds a lock at most once (asking again fails `already held`: no
+//! reentrancy, no upgrade). Names are one namespace: using a lock as another kind than
+//! it was created as fails.
 //!
-//! A session cannot acquire a lock it holds (the call fails): this lock is not
-//! reentrant.
+//! State, under `/wazoo/recipes/lock/`:
+//! - `<name>`: `{kind, permits, declared}` while the lock is held or waited for (or
+//!   forever for a `sem_init` semaphore);
+//! - `<name>/holders/<token as 19 digits>-<session as 16 hex digits>-<mode>`: one
+//!   ephemeral znode per holder, owned by its session, data `Holder`;
+//! - `.sessions/<session as 16 hex digits>`: the names of the locks a session holds
+//!   (MessagePack array), so that the recipe can wake their waiters when it ends.
+//!
+//! The queue itself is the module's parked calls (`list_parked`), which the host keeps
+//! oldest first and cancels when their session ends.
+
+use std::collections::BTreeSet;
 
 use serde::{Deserialize, Serialize};
-use wazoo_sdk::{Call, CreateMode, Error, Event, ParkedCall, Recipe, Result};
+use wazoo_sdk::{Call, CreateMode, Error, ErrorCode, Event, ParkedCall, Recipe, Result};
 
 /// Where the locks live.
 pub const ROOT: &str = "/wazoo/recipes/lock";
+/// Per-session index of the locks held.
+pub const SESSIONS: &str = "/wazoo/recipes/lock/.sessions";
 
-#[derive(Debug, Serialize, Deserialize)]
+/// The failure message of a release (or revoke target) by someone who does not hold.
+pub const NOT_THE_HOLDER: &str = "not the holder";
+/// The failure message of a parked call whose `timeout_ms` passed.
+pub const TIMEOUT: &str = "timeout";
+/// The failure message of an acquire by a session that holds the lock already.
+pub const ALREADY_HELD: &str = "already held";
+
+/// What a lock is; fixed when its znode is created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Kind {
+    Mutex,
+    Rwlock,
+    Semaphore,
+}
+
+impl Kind {
+    fn as_str(self) -> &'static str {
+        match self {
+            Kind::Mutex => "mutex",
+            Kind::Rwlock => "rwlock",
+            Kind::Semaphore => "semaphore",
+        }
+    }
+}
+
+/// How a holder holds a lock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// The exclusive lock.
+    Exclusive,
+    /// A reader of a read-write lock.
+    Read,
+    /// The writer of a read-write lock.
+    Write,
+    /// A permit of a semaphore.
+    Permit,
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Exclusive => "exclusive",
+            Mode::Read => "read",
+            Mode::Write => "write",
+            Mode::Permit => "permit",
+        }
+    }
+
+    pub fn kind(self) -> Kind {
+        match self {
+            Mode::Exclusive => Kind::Mutex,
+            Mode::Read | Mode::Write => Kind::Rwlock,
+            Mode::Permit => Kind::Semaphore,
+        }
+    }
+
+    /// The function that acquires in this mode (the parked calls' name).
+    pub fn acquire_function(self) -> &'static str {
+        match self {
+            Mode::Exclusive => "acquire",
+            Mode::Read => "read_acquire",
+            Mode::Write => "write_acquire",
+            Mode::Permit => "sem_acquire",
+        }
+    }
+
+    /// The function that releases this mode.
+    pub fn release_function(self) -> &'static str {
+        match self {
+            Mode::Exclusive => "release",
+            Mode::Read => "read_release",
+            Mode::Write => "write_release",
+            Mode::Permit => "sem_release",
+        }
+    }
+
+    /// The mode of a parkable acquire function.
+    pub fn of_acquire(function: &str) -> Option<Mode> {
+        [Mode::Exclusive, Mode::Read, Mode::Write, Mode::Permit]
+            .into_iter()
+            .find(|m| m.acquire_function() == function)
+    }
+}
+
+// --- arguments ---
+
+/// `{name}`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct NameArgs {
     pub name: String,
 }
 
-#[derive(Debug, PartialEq, Serialize, Deserialize)]
-pub struct Granted {
-    pub token: i64,
+/// `{name, timeout_ms?, permits?}`: every acquire function (`permits` only for the
+/// semaphore's).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct AcquireArgs {
+    pub name: String,
+    #[serde(default)]
+    pub timeout_ms: Option<i64>,
+    #[serde(default)]
+    pub permits: Option<u32>,
 }
 
-/// The holder znode's data.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `{name, token?}`: every release function.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReleaseArgs {
+    pub name: String,
+    #[serde(default)]
+    pub token: Option<i64>,
+}
+
+/// `{name, permits}`: `sem_init`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SemInitArgs {
+    pub name: String,
+    pub permits: u32,
+}
+
+/// `{name, session_id?}`: `revoke`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct RevokeArgs {
+    pub name: String,
+    #[serde(default)]
+    pub session_id: Option<i64>,
+}
+
+// --- replies and state ---
+
+/// The reply of a granted acquire (and of a granted try).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Granted {
+    /// Always true (so that one type decodes tries too: see [`TryGrant`]).
+    pub granted: bool,
+    pub name: String,
+    /// The fencing token: the zxid of the grant, the holder znode's czxid.
+    pub token: i64,
+    /// The holder znode.
+    pub path: String,
+    /// When it was granted (ms since the epoch).
+    pub since: i64,
+}
+
+/// The reply of the `try_*` functions.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TryGrant {
+    pub granted: bool,
+    pub name: String,
+    pub token: Option<i64>,
+    pub path: Option<String>,
+    pub since: Option<i64>,
+}
+
+/// A holder: the data of its znode, and what `holder`, `holders` and `revoke` reply.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Holder {
     pub session_id: i64,
     pub token: i64,
+    pub since: i64,
+    pub mode: Mode,
+    pub path: String,
+}
+
+/// A waiter, as `waiters` replies.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Waiter {
+    pub call_id: i64,
+    pub session_id: i64,
+    pub function: String,
+    pub mode: Mode,
+}
+
+/// The notification a revoked holder gets.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Notice {
+    /// "revoked".
+    pub event: String,
+    pub name: String,
+    pub token: i64,
+    pub path: String,
+}
+
+/// The lock znode's data.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockInfo {
+    pub kind: Kind,
+    /// The semaphore's number of permits (nil for the other kinds).
+    #[serde(default)]
+    pub permits: Option<u32>,
+    /// Created by `sem_init`: kept when unused.
+    #[serde(default)]
+    pub declared: bool,
 }
 
 pub struct Lock;
 
 impl Recipe for Lock {
     fn call(call: &Call) -> Result<()> {
-        match call.function() {
-            "acquire" => {
-                let NameArgs { name } = call.args()?;
-                check_name(&name)?;
-                match holder(&name)? {
-                    Some(h) if h.session_id == call.session_id() => Err(Error::msg(format!(
-                        "lock {name} is already held by this session"
-                    ))),
-                    // Held by a live session: wait in line.
-                    Some(h) if wazoo_sdk::session_alive(h.session_id)? => call.park(),
-                    // Its holder is gone and the event has not run yet: the oldest
-                    // waiter goes first, this caller only gets the lock if none is left.
-                    Some(_) => {
-                        hand_over(&name)?;
-                        if holder(&name)?.is_some() {
-                            call.park()
-                        } else {
-                            let token = grant(&name, call.session_id())?;
-                            call.reply(&Granted { token })
-                        }
-                    }
-                    None => {
-                        let token = grant(&name, call.session_id())?;
-                        call.reply(&Granted { token })
-                    }
-                }
+        let f = call.function();
+        match f {
+            "acquire" | "read_acquire" | "write_acquire" | "sem_acquire" => {
+                let mode = Mode::of_acquire(f).expect("acquire function");
+                acquire(call, mode, false)
             }
-            "release" => {
-                let NameArgs { name } = call.args()?;
-                check_name(&name)?;
-                match holder(&name)? {
-                    Some(h) if h.session_id == call.session_id() => {
-                        hand_over(&name)?;
-                        call.reply(&())
-                    }
-                    _ => Err(Error::msg(format!(
-                        "lock {name} is not held by this session"
-                    ))),
-                }
-            }
+            "try_acquire" => acquire(call, Mode::Exclusive, true),
+            "try_read_acquire" => acquire(call, Mode::Read, true),
+            "try_write_acquire" => acquire(call, Mode::Write, true),
+            "sem_try_acquire" => acquire(call, Mode::Permit, true),
+            "release" => release(call, Mode::Exclusive),
+            "read_release" => release(call, Mode::Read),
+            "write_release" => release(call, Mode::Write),
+            "sem_release" => release(call, Mode::Permit),
+            "sem_init" => sem_init(call),
+            "revoke" => revoke(call),
             "holder" => {
                 let NameArgs { name } = call.args()?;
                 check_name(&name)?;
-                call.reply(&holder(&name)?)
+                let first = list_holders(&name)?.into_iter().next();
+                let first = match first {
+                    Some(h) => wazoo_sdk::get(&h.path)?
+                        .map(|n| n.decode::<Holder>())
+                        .transpose()?,
+                    None => None,
+                };
+                call.reply(&first)
+            }
+            "holders" => {
+                let NameArgs { name } = call.args()?;
+                check_name(&name)?;
+                call.reply(&list_holders_full(&name)?)
+            }
+            "waiters" => {
+                let NameArgs { name } = call.args()?;
+                check_name(&name)?;
+                let waiters: Vec<Waiter> = waiters(&name)?
+                    .into_iter()
+                    .map(|w| Waiter {
+                        call_id: w.call.call_id,
+                        session_id: w.call.session_id,
+                        function: w.call.function,
+                        mode: w.mode,
+                    })
+                    .collect();
+                call.reply(&waiters)
             }
             other => Err(Error::UnknownFunction(other.to_string())),
         }
     }
 
     fn event(event: &Event) -> Result<()> {
-        let Event::SessionClosed { session_id, .. } = event else {
-            return Ok(());
-        };
-        // Its waiters were cancelled by the host already; release what it held.
-        let names = match wazoo_sdk::children(ROOT) {
-            Ok(names) => names,
-            Err(e) if e.is_no_node() => return Ok(()),
-            Err(e) => return Err(e),
-        };
-        for name in names {
-            if holder(&name)?.is_some_and(|h| h.session_id == *session_id) {
-                wazoo_sdk::log(format!("lock {name}: holder session {session_id:#x} ended"));
-                hand_over(&name)?;
-            }
+        match event {
+            Event::SessionClosed {
+                session_id,
+                cancelled,
+            } => session_closed(*session_id, cancelled),
+            Event::Timer { name } => match parse_timer(name) {
+                Some(call_id) => timed_out(call_id),
+                None => Ok(()),
+            },
+            Event::Node { .. } => Ok(()),
         }
-        Ok(())
     }
 }
 
 wazoo_sdk::recipe!(Lock);
 
+// --- functions ---
+
+fn acquire(call: &Call, mode: Mode, try_only: bool) -> Result<()> {
+    let args: AcquireArgs = call.args()?;
+    let name = &args.name;
+    check_name(name)?;
+    if args.timeout_ms.is_some_and(|t| t < 0) {
+        return Err(Error::msg("bad arguments: timeout_ms must be >= 0"));
+    }
+    let permits = if mode == Mode::Permit {
+        args.permits
+    } else {
+        None
+    };
+    let info = ensure_lock(name, mode.kind(), permits, false)?;
+    // Hand over to waiters that fit first (a no-op unless an earlier wake-up was
+    // lost), so that the queue decides before this caller.
+    let (holders, waiting) = settle(name, &info)?;
+    if holders.iter().any(|h| h.session_id == call.session_id()) {
+        return Err(Error::msg(ALREADY_HELD));
+    }
+    if waiting == 0 && compatible(&info, &holders, mode) {
+        let h = grant(name, call.session_id(), mode)?;
+        return call.reply(&granted(name, &h));
+    }
+    if try_only {
+        return call.reply(&TryGrant {
+            granted: false,
+            name: name.clone(),
+            token: None,
+            path: None,
+            since: None,
+        });
+    }
+    match args.timeout_ms {
+        Some(0) => Err(Error::msg(TIMEOUT)),
+        Some(t) => {
+            call.park()?;
+            wazoo_sdk::set_timer(
+                &timer_name(call.id()),
+                wazoo_sdk::now_ms().saturating_add(t),
+            )
+        }
+        None => call.park(),
+    }
+}
+
+fn release(call: &Call, mode: Mode) -> Result<()> {
+    let ReleaseArgs { name, token } = call.args()?;
+    check_name(&name)?;
+    let Some(info) = load_info(&name)? else {
+        return Err(Error::msg(NOT_THE_HOLDER));
+    };
+    check_kind(&name, &info, mode.kind())?;
+    let holder = list_holders(&name)?
+        .into_iter()
+        .find(|h| h.session_id == call.session_id() && h.mode == mode);
+    match holder {
+        Some(h) if token.is_none_or(|t| t == h.token) => {
+            drop_holder(&name, &h)?;
+            wake(&name, &info)?;
+            call.reply(&())
+        }
+        _ => Err(Error::msg(NOT_THE_HOLDER)),
+    }
+}
+
+fn sem_init(call: &Call) -> Result<()> {
+    let SemInitArgs { name, permits } = call.args()?;
+    check_name(&name)?;
+    check_permits(permits)?;
+    let info = match load_info(&name)? {
+        None => ensure_lock(&name, Kind::Semaphore, Some(permits), true)?,
+        Some(old) => {
+            check_kind(&name, &old, Kind::Semaphore)?;
+            let info = LockInfo {
+                kind: Kind::Semaphore,
+                permits: Some(permits),
+                declared: true,
+            };
+            if info != old {
+                wazoo_sdk::set(&lock_path(&name), &wazoo_sdk::encode(&info)?, -1)?;
+            }
+            info
+        }
+    };
+    // More permits may let waiters in.
+    settle(&name, &info)?;
+    call.reply(&())
+}
+
+fn revoke(call: &Call) -> Result<()> {
+    let RevokeArgs { name, session_id } = call.args()?;
+    check_name(&name)?;
+    let Some(info) = load_info(&name)? else {
+        return call.reply(&Vec::<Holder>::new());
+    };
+    let revoked: Vec<Holder> = list_holders_full(&name)?
+        .into_iter()
+        .filter(|h| session_id.is_none_or(|s| s == h.session_id))
+        .collect();
+    for h in &revoked {
+        drop_holder(&name, h)?;
+        if wazoo_sdk::session_alive(h.session_id)? {
+            wazoo_sdk::notify(
+                h.session_id,
+                &Notice {
+                    event: "revoked".to_string(),
+                    name: name.clone(),
+                    token: h.token,
+                    path: h.path.clone(),
+                },
+            )?;
+        }
+    }
+    if !revoked.is_empty() {
+        wazoo_sdk::log(format!(
+            "lock {name}: revoked by session {:#x}: {} holder(s)",
+            call.session_id(),
+            revoked.len()
+        ));
+    }
+    wake(&name, &info)?;
+    call.reply(&revoked)
+}
+
+// --- events ---
+
+fn session_closed(session: i64, cancelled: &[ParkedCall]) -> Result<()> {
+    // Its waiters were cancelled by the host: their timers go, and their locks may now
+    // let the waiters behind them in (a cancelled writer blocked readers).
+    let mut names = BTreeSet::new();
+    for c in cancelled {
+        if Mode::of_acquire(&c.function).is_none() {
+            continue;
+        }
+        if let Ok(args) = c.decode_args::<AcquireArgs>() {
+            if args.timeout_ms.is_some() {
+                wazoo_sdk::cancel_timer(&timer_name(c.call_id))?;
+            }
+            names.insert(args.name);
+        }
+    }
+    // Its holder znodes are ephemerals, gone already: wake the waiters of its locks.
+    let index = index_path(session);
+    if let Some(node) = wazoo_sdk::get(&index)? {
+        let held: Vec<String> = node.decode().unwrap_or_default();
+        names.extend(held);
+        wazoo_sdk::delete(&index, -1)?;
+    }
+    for name in names {
+        let Some(info) = load_info(&name)? else {
+            continue;
+        };
+        for h in list_holders(&name)? {
+            if h.session_id == session {
+                ignore_no_node(wazoo_sdk::delete(&h.path, -1))?;
+            }
+        }
+        wazoo_sdk::log(format!("lock {name}: session {session:#x} ended"));
+        wake(&name, &info)?;
+    }
+    Ok(())
+}
+
+fn timed_out(call_id: i64) -> Result<()> {
+    let Some(parked) = wazoo_sdk::list_parked()?
+        .into_iter()
+        .find(|p| p.call_id == call_id)
+    else {
+        // Granted or cancelled meanwhile.
+        return Ok(());
+    };
+    wazoo_sdk::complete::<()>(call_id, Err(TIMEOUT.to_string()))?;
+    let Ok(args) = parked.decode_args::<AcquireArgs>() else {
+        return Ok(());
+    };
+    // It may have been the head of the queue, blocking others that fit now.
+    if let Some(info) = load_info(&args.name)? {
+        wake(&args.name, &info)?;
+    }
+    Ok(())
+}
+
+// --- the lock's state ---
+
 fn check_name(name: &str) -> Result<()> {
-    if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+    if name.is_empty() || name.contains('/') || name.starts_with('.') || name.contains('\0') {
         return Err(Error::msg(format!("bad lock name {name:?}")));
     }
     Ok(())
 }
 
-fn holder_path(name: &str) -> String {
-    format!("{ROOT}/{name}/holder")
+fn check_permits(permits: u32) -> Result<()> {
+    if permits == 0 {
+        return Err(Error::msg("bad arguments: permits must be >= 1"));
+    }
+    Ok(())
 }
 
-fn holder(name: &str) -> Result<Option<Holder>> {
-    match wazoo_sdk::get(&holder_path(name))? {
+fn check_kind(name: &str, info: &LockInfo, kind: Kind) -> Result<()> {
+    if info.kind != kind {
+        return Err(Error::msg(format!(
+            "wrong kind: lock {name} is a {}, not a {}",
+            info.kind.as_str(),
+            kind.as_str()
+        )));
+    }
+    Ok(())
+}
+
+pub fn lock_path(name: &str) -> String {
+    format!("{ROOT}/{name}")
+}
+
+pub fn holders_path(name: &str) -> String {
+    format!("{ROOT}/{name}/holders")
+}
+
+pub fn holder_path(name: &str, token: i64, session: i64, mode: Mode) -> String {
+    format!(
+        "{ROOT}/{name}/holders/{token:019}-{session:016x}-{}",
+        mode.as_str()
+    )
+}
+
+/// Reads a holder znode's name: (token, session, mode).
+fn parse_holder(child: &str) -> Option<(i64, i64, Mode)> {
+    let mut parts = child.splitn(3, '-');
+    let token = parts.next()?.parse().ok()?;
+    // Written with {:016x}: two's complement for a negative id.
+    let session = u64::from_str_radix(parts.next()?, 16).ok()? as i64;
+    let mode = match parts.next()? {
+        "exclusive" => Mode::Exclusive,
+        "read" => Mode::Read,
+        "write" => Mode::Write,
+        "permit" => Mode::Permit,
+        _ => return None,
+    };
+    Some((token, session, mode))
+}
+
+pub fn index_path(session: i64) -> String {
+    format!("{SESSIONS}/{session:016x}")
+}
+
+fn timer_name(call_id: i64) -> String {
+    format!("timeout/{call_id}")
+}
+
+fn parse_timer(name: &str) -> Option<i64> {
+    name.strip_prefix("timeout/")?.parse().ok()
+}
+
+fn ignore_no_node(r: Result<()>) -> Result<()> {
+    match r {
+        Err(e) if e.is_no_node() => Ok(()),
+        other => other,
+    }
+}
+
+fn load_info(name: &str) -> Result<Option<LockInfo>> {
+    match wazoo_sdk::get(&lock_path(name))? {
         Some(node) => Ok(Some(node.decode()?)),
         None => Ok(None),
     }
 }
 
-/// Makes `session` the holder with a fresh token; returns the token.
-fn grant(name: &str, session: i64) -> Result<i64> {
-    let holder = Holder {
-        session_id: session,
-        token: wazoo_sdk::zxid(),
-    };
-    let data = wazoo_sdk::encode(&holder)?;
-    let path = holder_path(name);
-    if wazoo_sdk::exists(&path)?.is_some() {
-        wazoo_sdk::set(&path, &data, -1)?;
-    } else {
-        wazoo_sdk::create_all(&format!("{ROOT}/{name}"))?;
-        wazoo_sdk::create(&path, &data, CreateMode::PERSISTENT)?;
-    }
-    wazoo_sdk::watch_session(session)?;
-    Ok(holder.token)
-}
-
-/// The oldest parked `acquire` of `name` whose session is still there.
-fn next_waiter(name: &str) -> Result<Option<ParkedCall>> {
-    for parked in wazoo_sdk::list_parked()? {
-        if parked.function != "acquire" {
-            continue;
-        }
-        let Ok(NameArgs { name: wanted }) = parked.decode_args() else {
-            continue;
-        };
-        if wanted == name && wazoo_sdk::session_alive(parked.session_id)? {
-            return Ok(Some(parked));
-        }
-    }
-    Ok(None)
-}
-
-/// Gives the lock to the next waiter, or frees it.
-fn hand_over(name: &str) -> Result<()> {
-    match next_waiter(name)? {
-        Some(waiter) => {
-            let token = grant(name, waiter.session_id)?;
-            wazoo_sdk::complete(waiter.call_id, Ok(Granted { token }))
-        }
-        None => {
-            wazoo_sdk::delete(&holder_path(name), -1)?;
-            // Keep the tree tidy: the lock's own znode goes when it is free.
-            match wazoo_sdk::delete(&format!("{ROOT}/{name}"), -1) {
-                Err(e) if e.code() != Some(wazoo_sdk::ErrorCode::NotEmpty) => Err(e),
-                _ => Ok(()),
+/// The lock's info, creating its znodes if needed; fails on a kind or permits mismatch.
+fn ensure_lock(name: &str, kind: Kind, permits: Option<u32>, declared: bool) -> Result<LockInfo> {
+    if let Some(info) = load_info(name)? {
+        check_kind(name, &info, kind)?;
+        if let (Some(p), Some(have)) = (permits, info.permits) {
+            if p != have {
+                return Err(Error::msg(format!(
+                    "wrong permits: semaphore {name} has {have} permits, not {p}"
+                )));
             }
         }
+        return Ok(info);
     }
+    let permits = match kind {
+        Kind::Semaphore => {
+            let p = permits.ok_or_else(|| {
+                Error::msg(format!(
+                    "permits required: semaphore {name} does not exist (pass permits or call sem_init)"
+                ))
+            })?;
+            check_permits(p)?;
+            Some(p)
+        }
+        _ => None,
+    };
+    let info = LockInfo {
+        kind,
+        permits,
+        declared,
+    };
+    wazoo_sdk::create_all(ROOT)?;
+    wazoo_sdk::create(
+        &lock_path(name),
+        &wazoo_sdk::encode(&info)?,
+        CreateMode::PERSISTENT,
+    )?;
+    wazoo_sdk::create(&holders_path(name), &[], CreateMode::PERSISTENT)?;
+    Ok(info)
+}
+
+/// The holders, oldest grant first, from the holder znodes' names alone (one host
+/// call however many holders): `since` is 0. See [`list_holders_full`].
+fn list_holders(name: &str) -> Result<Vec<Holder>> {
+    let dir = holders_path(name);
+    let children = match wazoo_sdk::children(&dir) {
+        Ok(c) => c,
+        Err(e) if e.is_no_node() => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    Ok(children
+        .iter()
+        .filter_map(|child| {
+            let (token, session_id, mode) = parse_holder(child)?;
+            Some(Holder {
+                session_id,
+                token,
+                since: 0,
+                mode,
+                path: format!("{dir}/{child}"),
+            })
+        })
+        .collect())
+}
+
+/// The holders with their data (`since`), for replies.
+fn list_holders_full(name: &str) -> Result<Vec<Holder>> {
+    let mut holders = Vec::new();
+    for h in list_holders(name)? {
+        if let Some(node) = wazoo_sdk::get(&h.path)? {
+            holders.push(node.decode()?);
+        }
+    }
+    Ok(holders)
+}
+
+struct Waiting {
+    call: ParkedCall,
+    mode: Mode,
+    args: AcquireArgs,
+}
+
+/// The parked acquires of `name`, oldest first.
+fn waiters(name: &str) -> Result<Vec<Waiting>> {
+    let mut out = Vec::new();
+    for call in wazoo_sdk::list_parked()? {
+        let Some(mode) = Mode::of_acquire(&call.function) else {
+            continue;
+        };
+        let Ok(args) = call.decode_args::<AcquireArgs>() else {
+            continue;
+        };
+        if args.name == name {
+            out.push(Waiting { call, mode, args });
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a new holder in `mode` fits next to `holders`.
+fn compatible(info: &LockInfo, holders: &[Holder], mode: Mode) -> bool {
+    match mode {
+        Mode::Exclusive | Mode::Write => holders.is_empty(),
+        Mode::Read => holders.iter().all(|h| h.mode == Mode::Read),
+        Mode::Permit => (holders.len() as u64) < u64::from(info.permits.unwrap_or(1)),
+    }
+}
+
+/// Makes `session` a holder with a fresh token (the zxid of this operation).
+fn grant(name: &str, session: i64, mode: Mode) -> Result<Holder> {
+    let token = wazoo_sdk::zxid();
+    let holder = Holder {
+        session_id: session,
+        token,
+        since: wazoo_sdk::now_ms(),
+        mode,
+        path: holder_path(name, token, session, mode),
+    };
+    wazoo_sdk::create(
+        &holder.path,
+        &wazoo_sdk::encode(&holder)?,
+        CreateMode::ephemeral(session),
+    )?;
+    // Remember it for the session's end.
+    let index = index_path(session);
+    match wazoo_sdk::get(&index)? {
+        Some(node) => {
+            let mut names: Vec<String> = node.decode().unwrap_or_default();
+            if !names.iter().any(|n| n == name) {
+                names.push(name.to_string());
+                wazoo_sdk::set(&index, &wazoo_sdk::encode(&names)?, -1)?;
+            }
+        }
+        None => {
+            wazoo_sdk::create_all(SESSIONS)?;
+            wazoo_sdk::create(&index, &wazoo_sdk::encode(&[name])?, CreateMode::PERSISTENT)?;
+        }
+    }
+    wazoo_sdk::watch_session(session)?;
+    Ok(holder)
+}
+
+fn granted(name: &str, h: &Holder) -> Granted {
+    Granted {
+        granted: true,
+        name: name.to_string(),
+        token: h.token,
+        path: h.path.clone(),
+        since: h.since,
+    }
+}
+
+/// Removes a holder (release, revoke).
+fn drop_holder(name: &str, h: &Holder) -> Result<()> {
+    ignore_no_node(wazoo_sdk::delete(&h.path, -1))?;
+    let index = index_path(h.session_id);
+    if let Some(node) = wazoo_sdk::get(&index)? {
+        let mut names: Vec<String> = node.decode().unwrap_or_default();
+        names.retain(|n| n != name);
+        if names.is_empty() {
+            wazoo_sdk::delete(&index, -1)?;
+            // Nothing held any more; its parked calls (if any) still bring its end.
+            wazoo_sdk::unwatch_session(h.session_id)?;
+        } else {
+            wazoo_sdk::set(&index, &wazoo_sdk::encode(&names)?, -1)?;
+        }
+    }
+    Ok(())
+}
+
+/// Grants the lock to the oldest waiters while they fit (FIFO: the first that does not
+/// fit stops the rest). Returns the holders and how many waiters are left.
+fn settle(name: &str, info: &LockInfo) -> Result<(Vec<Holder>, usize)> {
+    let mut holders = list_holders(name)?;
+    let mut left = 0;
+    for w in waiters(name)? {
+        if left > 0 {
+            left += 1;
+            continue;
+        }
+        let call_id = w.call.call_id;
+        let session = w.call.session_id;
+        if w.mode.kind() != info.kind {
+            // Cannot happen (the kind is checked before parking); never block on it.
+            finish(
+                call_id,
+                &w.args,
+                Err(format!(
+                    "wrong kind: lock {name} is a {}",
+                    info.kind.as_str()
+                )),
+            )?;
+            continue;
+        }
+        if !wazoo_sdk::session_alive(session)? {
+            continue;
+        }
+        if holders.iter().any(|h| h.session_id == session) {
+            finish(call_id, &w.args, Err(ALREADY_HELD.to_string()))?;
+            continue;
+        }
+        if compatible(info, &holders, w.mode) {
+            let h = grant(name, session, w.mode)?;
+            finish(call_id, &w.args, Ok(granted(name, &h)))?;
+            holders.push(h);
+        } else {
+            left = 1;
+        }
+    }
+    Ok((holders, left))
+}
+
+/// Completes a parked acquire and cancels its timeout.
+fn finish(
+    call_id: i64,
+    args: &AcquireArgs,
+    result: std::result::Result<Granted, String>,
+) -> Result<()> {
+    wazoo_sdk::complete(call_id, result)?;
+    if args.timeout_ms.is_some() {
+        wazoo_sdk::cancel_timer(&timer_name(call_id))?;
+    }
+    Ok(())
+}
+
+/// After a holder or a waiter left: grants what fits, and removes the lock's znodes
+/// when nobody holds or waits (unless `sem_init` declared it).
+fn wake(name: &str, info: &LockInfo) -> Result<()> {
+    let (holders, left) = settle(name, info)?;
+    if holders.is_empty() && left == 0 && !info.declared {
+        ignore_no_node(wazoo_sdk::delete(&holders_path(name), -1))?;
+        match wazoo_sdk::delete(&lock_path(name), -1) {
+            Err(e) if e.code() == Some(ErrorCode::NotEmpty) => {}
+            other => ignore_no_node(other)?,
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use wazoo_sdk::testing::Harness;
-
-    fn name(n: &str) -> NameArgs {
-        NameArgs { name: n.into() }
-    }
-
-    #[test]
-    fn free_lock_is_granted_at_once() {
-        let mut h = Harness::new::<Lock>();
-        let s = h.open_session();
-        let r = h.call(s, "acquire", &name("a"));
-        let g: Granted = r.reply();
-        assert_eq!(g.token, r.call_id);
-        assert_eq!(
-            h.call(s, "holder", &name("a")).reply::<Option<Holder>>(),
-            Some(Holder {
-                session_id: s,
-                token: g.token
-            })
-        );
-        assert!(h
-            .call(s, "acquire", &name("a"))
-            .failure()
-            .unwrap()
-            .contains("already held"));
-        h.call(s, "release", &name("a")).reply::<()>();
-        assert_eq!(
-            h.call(s, "holder", &name("a")).reply::<Option<Holder>>(),
-            None
-        );
-        assert!(h.stat("/wazoo/recipes/lock/a").is_none());
-        assert!(h
-            .call(s, "release", &name("a"))
-            .failure()
-            .unwrap()
-            .contains("not held"));
-        assert!(h
-            .call(s, "acquire", &name("x/y"))
-            .failure()
-            .unwrap()
-            .contains("bad lock name"));
-    }
-
-    #[test]
-    fn waiters_are_served_in_fifo_order_with_increasing_tokens() {
-        let mut h = Harness::new::<Lock>();
-        let sessions: Vec<i64> = (0..4).map(|_| h.open_session()).collect();
-        let first: Granted = h.call(sessions[0], "acquire", &name("a")).reply();
-        let waits: Vec<_> = sessions[1..]
-            .iter()
-            .map(|s| h.call(*s, "acquire", &name("a")))
-            .collect();
-        assert!(waits.iter().all(|w| w.is_parked()));
-        // Another lock is independent.
-        h.call(sessions[3], "acquire", &name("b"))
-            .reply::<Granted>();
-
-        let mut last = first.token;
-        let mut holder = sessions[0];
-        for (i, w) in waits.iter().enumerate() {
-            h.call(holder, "release", &name("a")).reply::<()>();
-            let g: Granted = h.completion_as(w.call_id).expect("granted").unwrap();
-            assert!(g.token > last);
-            last = g.token;
-            holder = sessions[i + 1];
-            assert_eq!(
-                h.call(holder, "holder", &name("a"))
-                    .reply::<Option<Holder>>()
-                    .unwrap()
-                    .session_id,
-                holder
-            );
-            // Only the next waiter was woken.
-            for later in &waits[i + 1..] {
-                assert_eq!(h.completion(later.call_id), None);
-            }
-        }
-        h.call(holder, "release", &name("a")).reply::<()>();
-        assert_eq!(
-            h.call(holder, "holder", &name("a"))
-                .reply::<Option<Holder>>(),
-            None
-        );
-        assert!(h.parked().is_empty());
-    }
-
-    #[test]
-    fn holder_session_closing_wakes_exactly_one_waiter() {
-        let mut h = Harness::new::<Lock>();
-        let owner = h.open_session();
-        let w1 = h.open_session();
-        let w2 = h.open_session();
-        h.call(owner, "acquire", &name("a")).reply::<Granted>();
-        let c1 = h.call(w1, "acquire", &name("a"));
-        let c2 = h.call(w2, "acquire", &name("a"));
-        h.close_session(owner);
-        assert!(h.completion_as::<Granted>(c1.call_id).unwrap().is_ok());
-        assert_eq!(h.completion(c2.call_id), None);
-        assert_eq!(h.parked().len(), 1);
-        assert_eq!(
-            h.call(w2, "holder", &name("a"))
-                .reply::<Option<Holder>>()
-                .unwrap()
-                .session_id,
-            w1
-        );
-        assert!(h.event_failures().is_empty());
-    }
-
-    #[test]
-    fn a_holder_that_is_gone_does_not_block() {
-        let mut h = Harness::new::<Lock>();
-        // A holder whose session ended without the recipe hearing of it.
-        let stale = wazoo_sdk::api::encode(&Holder {
-            session_id: 0x999,
-            token: 1,
-        })
-        .unwrap();
-        for p in ["/wazoo", "/wazoo/recipes", ROOT, "/wazoo/recipes/lock/a"] {
-            h.create(p, b"", CreateMode::PERSISTENT).unwrap();
-        }
-        h.create(&holder_path("a"), &stale, CreateMode::PERSISTENT)
-            .unwrap();
-        let s = h.open_session();
-        let g: Granted = h.call(s, "acquire", &name("a")).reply();
-        assert!(g.token > 1);
-        assert_eq!(
-            h.call(s, "holder", &name("a"))
-                .reply::<Option<Holder>>()
-                .unwrap()
-                .session_id,
-            s
-        );
-    }
-
-    #[test]
-    fn cancelled_waiters_are_skipped() {
-        let mut h = Harness::new::<Lock>();
-        let owner = h.open_session();
-        let gone = h.open_session();
-        let next = h.open_session();
-        h.call(owner, "acquire", &name("a")).reply::<Granted>();
-        let c_gone = h.call(gone, "acquire", &name("a"));
-        let c_next = h.call(next, "acquire", &name("a"));
-        h.close_session(gone);
-        h.call(owner, "release", &name("a")).reply::<()>();
-        assert_eq!(h.completion(c_gone.call_id), None);
-        assert!(h.completion_as::<Granted>(c_next.call_id).unwrap().is_ok());
-        // The last holder leaving frees the lock.
-        h.close_session(next);
-        assert!(h.stat(&holder_path("a")).is_none());
-        let s = h.open_session();
-        h.call(s, "acquire", &name("a")).reply::<Granted>();
-    }
-}
+mod tests;
