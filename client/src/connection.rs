@@ -1,31 +1,34 @@
 //! One TCP connection to a server: the handshake, a reader task, a writer task and a
 //! pinger task, and the queues that match replies to requests.
 //!
-//! Everything session-level (id, password, watches to re-arm, reconnecting to another
-//! server) belongs to `Client`; a `Connection` only knows how to carry frames and
-//! dies for good when its socket does. Reconnect support therefore means: on
-//! `ConnectionClosed`, `Client` establishes a new `Connection` with its session id,
-//! password and last zxid, then replays auth and setWatches, as ClientCnxn does.
+//! Everything session-level (id, password, reconnecting to another server) belongs to
+//! `Client`; a `Connection` only knows how to carry frames and dies for good when its
+//! socket does. What outlives one connection is in [`SessionCtx`] (the last zxid seen
+//! and the watches this session has registered, kept up to date by the reader, which
+//! sees replies and notifications in wire order) and in the pushed-frame senders the
+//! client hands every connection. Reconnecting (lib.rs, `supervise`) means: on close,
+//! establish a new `Connection` with the session id, password and last zxid, then
+//! replay auth and setWatches2, as ClientCnxn does.
 
 use crate::{ClientError, ConnectOptions, RecipeMessage, WatchedEvent};
 use bytes::BytesMut;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
-use wazoo_proto::consts::xid;
+use wazoo_proto::consts::{event, watcher_type, xid};
 use wazoo_proto::frame::take_frame;
 use wazoo_proto::recipe;
 use wazoo_proto::request::encode_request_frame;
 use wazoo_proto::response::decode_recipe_error;
 use wazoo_proto::{
     ConnectRequest, ConnectResponse, DecodeError, ErrorCode, Reader, RecipeNotification, Record,
-    ReplyHeader, Request, Response, WatcherEvent,
+    ReplyHeader, Request, Response, SetWatches2, WatcherEvent,
 };
 
 /// Largest reply frame the client accepts. Larger than the server's default
@@ -62,6 +65,138 @@ struct Pending {
     xid: i32,
     opcode: i32,
     waiter: Option<Waiter>,
+    /// The watch this request registers (or removes) if it succeeds.
+    watch: Option<WatchReg>,
+}
+
+/// The watches a session has registered with the server, as the server will have them
+/// once every reply and notification read so far is accounted for: what a reconnect
+/// re-arms with setWatches2.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Watches {
+    pub data: BTreeSet<String>,
+    pub exist: BTreeSet<String>,
+    pub child: BTreeSet<String>,
+    pub persistent: BTreeSet<String>,
+    pub persistent_recursive: BTreeSet<String>,
+}
+
+impl Watches {
+    pub fn is_empty(&self) -> bool {
+        self.data.is_empty()
+            && self.exist.is_empty()
+            && self.child.is_empty()
+            && self.persistent.is_empty()
+            && self.persistent_recursive.is_empty()
+    }
+
+    pub fn to_set_watches(&self, relative_zxid: i64) -> SetWatches2 {
+        let v = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>();
+        SetWatches2 {
+            relative_zxid,
+            data_watches: v(&self.data),
+            exist_watches: v(&self.exist),
+            child_watches: v(&self.child),
+            persistent_watches: v(&self.persistent),
+            persistent_recursive_watches: v(&self.persistent_recursive),
+        }
+    }
+
+    /// A notification consumed the one-shot watches it fired (as the server removes
+    /// them); persistent watches stay unless the event says they were removed.
+    fn on_event(&mut self, event_type: i32, path: &str) {
+        match event_type {
+            event::NODE_CREATED | event::NODE_DATA_CHANGED | event::DATA_WATCH_REMOVED => {
+                self.data.remove(path);
+                self.exist.remove(path);
+            }
+            event::NODE_DELETED => {
+                self.data.remove(path);
+                self.exist.remove(path);
+                self.child.remove(path);
+            }
+            event::NODE_CHILDREN_CHANGED | event::CHILD_WATCH_REMOVED => {
+                self.child.remove(path);
+            }
+            event::PERSISTENT_WATCH_REMOVED => {
+                self.persistent.remove(path);
+                self.persistent_recursive.remove(path);
+            }
+            _ => {}
+        }
+    }
+
+    /// Applies a watch-setting request's reply.
+    fn on_reply(&mut self, reg: WatchReg, result: &Result<Response, ErrorCode>) {
+        match (reg, result) {
+            (WatchReg::Data(p), Ok(_)) => {
+                self.data.insert(p);
+            }
+            // exists on a missing node sets an exist watch, on a present one a data watch.
+            (WatchReg::Exists(p), Ok(_)) => {
+                self.data.insert(p);
+            }
+            (WatchReg::Exists(p), Err(ErrorCode::NoNode)) => {
+                self.exist.insert(p);
+            }
+            (WatchReg::Child(p), Ok(_)) => {
+                self.child.insert(p);
+            }
+            (WatchReg::Persistent(p), Ok(_)) => {
+                self.persistent.insert(p);
+            }
+            (WatchReg::PersistentRecursive(p), Ok(_)) => {
+                self.persistent_recursive.insert(p);
+            }
+            (WatchReg::Remove(p, t), Ok(_)) => {
+                if t == watcher_type::DATA || t == watcher_type::ANY {
+                    self.data.remove(&p);
+                    self.exist.remove(&p);
+                }
+                if t == watcher_type::CHILDREN || t == watcher_type::ANY {
+                    self.child.remove(&p);
+                }
+                if t == watcher_type::ANY {
+                    self.persistent.remove(&p);
+                    self.persistent_recursive.remove(&p);
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+/// The watch a request sets or removes, applied to [`Watches`] when its reply arrives.
+#[derive(Debug, Clone)]
+enum WatchReg {
+    Data(String),
+    Exists(String),
+    Child(String),
+    Persistent(String),
+    PersistentRecursive(String),
+    Remove(String, i32),
+}
+
+fn watch_reg(req: &Request) -> Option<WatchReg> {
+    match req {
+        Request::GetData(r) if r.watch => Some(WatchReg::Data(r.path.clone())),
+        Request::Exists(r) if r.watch => Some(WatchReg::Exists(r.path.clone())),
+        Request::GetChildren(r) | Request::GetChildren2(r) if r.watch => {
+            Some(WatchReg::Child(r.path.clone()))
+        }
+        Request::AddWatch(r) if r.mode == 0 => Some(WatchReg::Persistent(r.path.clone())),
+        Request::AddWatch(r) if r.mode == 1 => Some(WatchReg::PersistentRecursive(r.path.clone())),
+        Request::RemoveWatches(r) => Some(WatchReg::Remove(r.path.clone(), r.watcher_type)),
+        _ => None,
+    }
+}
+
+/// Session state that outlives one connection.
+#[derive(Debug, Default)]
+pub(crate) struct SessionCtx {
+    /// Highest zxid seen in any reply header of any of the session's connections.
+    pub last_zxid: AtomicI64,
+    pub watches: Mutex<Watches>,
 }
 
 /// Replies with reserved xids don't carry a request's xid, so each kind has its own
@@ -107,7 +242,9 @@ fn special_xid(req: &Request) -> Option<i32> {
 
 pub(crate) struct Shared {
     state: Mutex<State>,
-    last_zxid: AtomicI64,
+    ctx: Arc<SessionCtx>,
+    /// Becomes true when the connection closes.
+    closed_tx: watch::Sender<bool>,
 }
 
 impl Shared {
@@ -137,6 +274,7 @@ impl Shared {
             xid: x,
             opcode: req.opcode(),
             waiter,
+            watch: watch_reg(req),
         };
         match special_index(x) {
             Some(i) => st.special[i].push_back(p),
@@ -163,6 +301,7 @@ impl Shared {
             let parked: Vec<ParkedWaiter> = st.parked.drain().map(|(_, w)| w).collect();
             (all, parked)
         };
+        self.closed_tx.send_replace(true);
         for p in waiters {
             if let Some(w) = p.waiter {
                 let _ = w.send(Err(ClientError::ConnectionClosed));
@@ -222,6 +361,11 @@ impl Shared {
         self.state.lock().unwrap().closed.clone()
     }
 
+    /// Resolves (true) once the connection has closed.
+    pub(crate) fn closed_signal(&self) -> watch::Receiver<bool> {
+        self.closed_tx.subscribe()
+    }
+
     /// Takes the waiter for a reply with `xid`, checking that replies come in order.
     fn take_pending(&self, x: i32) -> Result<Option<Pending>, String> {
         let mut st = self.state.lock().unwrap();
@@ -268,25 +412,21 @@ impl Connection {
         self.shared.submit(req, Some(tx))?;
         rx.await.unwrap_or(Err(ClientError::ConnectionClosed))
     }
-
-    pub fn last_zxid(&self) -> i64 {
-        self.shared.last_zxid.load(Ordering::Relaxed)
-    }
-}
-
-/// Receivers of one connection's pushed frames: watch events (xid -1) and recipe
-/// messages (xid -100, kind 2).
-pub(crate) struct Channels {
-    pub events: mpsc::UnboundedReceiver<WatchedEvent>,
-    pub recipe_messages: mpsc::UnboundedReceiver<RecipeMessage>,
 }
 
 /// Connects, performs the session handshake, and starts the connection's tasks.
+/// Replies' zxids and watch registrations go to `ctx`; pushed frames to `pushed`.
+/// The connection counts as lost after the negotiated timeout without a frame from the
+/// server, or after 2/3 of it with `early_loss` (as ClientCnxn's read timeout, which
+/// leaves a reconnecting client a third of the timeout to find another server).
 pub(crate) async fn establish(
     addr: &str,
     opts: &ConnectOptions,
-) -> Result<(Connection, ConnectResponse, Channels), ClientError> {
-    let handshake_deadline = Duration::from_millis(opts.timeout_ms.max(1000) as u64);
+    handshake_deadline: Duration,
+    early_loss: bool,
+    ctx: Arc<SessionCtx>,
+    pushed: Pushed,
+) -> Result<(Connection, ConnectResponse), ClientError> {
     let (stream, resp, leftover) = tokio::time::timeout(handshake_deadline, handshake(addr, opts))
         .await
         .map_err(|_| {
@@ -301,8 +441,6 @@ pub(crate) async fn establish(
 
     let (rd, wr) = stream.into_split();
     let (out_tx, out_rx) = mpsc::unbounded_channel();
-    let (ev_tx, ev_rx) = mpsc::unbounded_channel();
-    let (msg_tx, msg_rx) = mpsc::unbounded_channel();
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             closed: None,
@@ -313,19 +451,22 @@ pub(crate) async fn establish(
             parked: HashMap::new(),
             unclaimed: VecDeque::new(),
         }),
-        last_zxid: AtomicI64::new(opts.last_zxid_seen),
+        ctx,
+        closed_tx: watch::channel(false).0,
     });
     let timeout = Duration::from_millis(resp.timeout_ms as u64);
+    let idle_timeout = if early_loss {
+        (timeout * 2 / 3).max(Duration::from_millis(10))
+    } else {
+        timeout
+    };
     let tasks = vec![
         tokio::spawn(read_loop(
             shared.clone(),
             rd,
             leftover,
-            Pushed {
-                events: ev_tx,
-                recipe_messages: msg_tx,
-            },
-            timeout,
+            pushed,
+            idle_timeout,
         )),
         tokio::spawn(write_loop(shared.clone(), wr, out_rx)),
         tokio::spawn(ping_loop(
@@ -333,14 +474,7 @@ pub(crate) async fn establish(
             (timeout / 3).max(Duration::from_millis(10)),
         )),
     ];
-    Ok((
-        Connection { shared, tasks },
-        resp,
-        Channels {
-            events: ev_rx,
-            recipe_messages: msg_rx,
-        },
-    ))
+    Ok((Connection { shared, tasks }, resp))
 }
 
 async fn handshake(
@@ -388,9 +522,10 @@ async fn handshake(
 }
 
 /// Where the reader delivers frames nobody asked for.
-struct Pushed {
-    events: mpsc::UnboundedSender<WatchedEvent>,
-    recipe_messages: mpsc::UnboundedSender<RecipeMessage>,
+#[derive(Clone)]
+pub(crate) struct Pushed {
+    pub events: mpsc::UnboundedSender<WatchedEvent>,
+    pub recipe_messages: mpsc::UnboundedSender<RecipeMessage>,
 }
 
 async fn read_loop(
@@ -435,11 +570,17 @@ fn handle_frame(
     let mut r = Reader::new(frame);
     let h = ReplyHeader::decode(&mut r).map_err(|e| format!("bad reply header: {e}"))?;
     if h.zxid > 0 {
-        shared.last_zxid.fetch_max(h.zxid, Ordering::Relaxed);
+        shared.ctx.last_zxid.fetch_max(h.zxid, Ordering::Relaxed);
     }
     if h.xid == xid::NOTIFICATION {
         let ev = WatcherEvent::decode(&mut r).map_err(|e| format!("bad notification: {e}"))?;
         *events_seen += 1;
+        shared
+            .ctx
+            .watches
+            .lock()
+            .unwrap()
+            .on_event(ev.event_type, &ev.path);
         let _ = pushed.events.send(WatchedEvent {
             event_type: ev.event_type,
             state: ev.state,
@@ -478,6 +619,9 @@ fn handle_frame(
             })),
         }
     };
+    if let (Some(reg), Ok(res)) = (p.watch, &result) {
+        shared.ctx.watches.lock().unwrap().on_reply(reg, res);
+    }
     // Register a parked call here, before anything after this frame is read.
     let parked = match &result {
         Ok(Ok(Response::RecipeCall {

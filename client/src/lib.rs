@@ -1,12 +1,14 @@
 //! `wazoo-client`: an async ZooKeeper-protocol client on tokio, for Wazoo and Apache
 //! ZooKeeper alike.
 //!
-//! One `Client` is one session over one TCP connection. Requests are pipelined:
+//! One `Client` is one session over one TCP connection at a time. Requests are pipelined:
 //! [`Client::request`] assigns the next xid, queues the frame and resolves when the
 //! matching reply arrives (replies come back in xid order; a reply out of order is a
 //! protocol violation and ends the connection). Watch notifications arrive on the
 //! channel from [`Client::take_events`], in the order the server sent them. A
-//! background ping every negotiated-timeout/3 keeps the session alive.
+//! background ping every negotiated-timeout/3 keeps the session alive; a server
+//! silent for the whole negotiated timeout (2/3 of it for a reconnecting client, as
+//! ZooKeeper's read timeout) counts as a lost connection.
 //!
 //! Wazoo's recipe extension (server-side wasm, docs/PROTOCOL.md "Recipe extension")
 //! has typed helpers: [`Client::recipe_upload`], [`Client::recipe_list`],
@@ -16,13 +18,60 @@
 //! [`Client::take_recipe_messages`]. Their failures are [`ClientError::Recipe`], with
 //! the server's code and message.
 //!
-//! When the connection is lost every outstanding and later request (and every parked
-//! recipe call) fails with [`ClientError::ConnectionClosed`]; there is no reconnect yet (see `connection.rs`
-//! for where it goes). Dropping the last `Client` handle closes the socket without
-//! closeSession, so the session lives on until the server expires it;
-//! [`Client::close`] ends it properly.
+//! # Servers, failover and reconnection
+//!
+//! Both constructors take a connect string, `"host1:port1,host2:port2,..."` (no chroot),
+//! and try the servers in order (or in a seeded shuffle, [`Failover::shuffle_seed`])
+//! until one accepts the session.
+//!
+//! [`Client::connect`] keeps the historical behaviour: one session over one
+//! connection; when the connection is lost every outstanding and later request (and
+//! every parked recipe call) fails with [`ClientError::ConnectionClosed`] (code
+//! ConnectionLoss), the event channels end, and the state goes to
+//! [`ConnState::Disconnected`] for good.
+//!
+//! [`Client::connect_with`] with [`Failover::reconnect`] behaves like ZooKeeper's own
+//! clients: when the connection drops it reconnects to the next server (round robin)
+//! with the same session id, password and last zxid seen, replays the auth packets
+//! that succeeded, and re-arms every registered watch (data, exist, child, persistent,
+//! persistent-recursive) with setWatches2 relative to the last zxid seen, so changes
+//! made while disconnected still fire. The watch set is tracked from replies and
+//! notifications in wire order: a one-shot watch a notification consumed is not
+//! re-armed, nor one whose request was still in flight. Only then does the state go
+//! back to Connected and requests go through again. [`Client::set_servers`] replaces
+//! the server list for later reconnects. Meanwhile:
+//! * requests in flight when the connection dropped fail with
+//!   [`ClientError::ConnectionClosed`] (code ConnectionLoss); they are never replayed,
+//!   since a write may or may not have been applied. Requests made while disconnected
+//!   fail the same way at once. Callers retry (as with Curator's retry policies).
+//! * parked recipe calls fail with ConnectionLoss too. The server cancels them when
+//!   the session ends, but while the session lives on the call may still complete on
+//!   the server, and its completion notification, sent on the lost connection, is
+//!   lost: callers retry the call (recipes should be written so a retry is safe).
+//! * the events and recipe-message channels stay open across reconnects; they end
+//!   when the session does (expired or closed).
+//! * if the server answers the reconnect with "session expired" (ConnectResponse
+//!   timeout 0), the state becomes [`ConnState::Expired`], the client is closed for
+//!   good and every request fails with `ClientError::Zk(ErrorCode::SessionExpired)`.
+//!   A new session needs a new `Client`.
+//!
+//! Only the server decides expiry: while no server is reachable the client keeps
+//! trying (backing off up to 1 s between rounds) and stays Disconnected.
+//!
+//! # Connection state
+//!
+//! [`Client::state`] returns a `tokio::sync::watch::Receiver<ConnState>`: Connected,
+//! Disconnected, Connected again after a reconnect, and finally Expired or Closed.
+//! (A watch channel keeps only the latest value: a waiter sees the current state,
+//! not necessarily every transition; [`Client::reconnects`] counts reconnections.)
+//! State changes are not delivered on the events channel.
+//!
+//! Dropping the last `Client` handle closes the socket without closeSession, so the
+//! session lives on until the server expires it; [`Client::close`] ends it properly.
 
 mod connection;
+#[cfg(test)]
+mod failover_tests;
 #[cfg(test)]
 mod recipe_tests;
 
@@ -30,9 +79,12 @@ pub use wazoo_proto as proto;
 
 pub use wazoo_proto::RecipeInfo;
 
-use connection::{Connection, ParkedCall, Reply};
-use std::sync::{Arc, Mutex};
-use tokio::sync::mpsc::UnboundedReceiver;
+use connection::{Connection, ParkedCall, Pushed, Reply, SessionCtx};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::mpsc::{self, UnboundedReceiver};
+use tokio::sync::watch;
 use wazoo_proto::consts::perms;
 use wazoo_proto::recipe;
 use wazoo_proto::{
@@ -64,6 +116,81 @@ impl Default for ConnectOptions {
             read_only: false,
             last_zxid_seen: 0,
         }
+    }
+}
+
+/// How [`Client::connect_with`] picks servers and whether it reconnects.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Failover {
+    /// Reconnect (same session) to the next server when the connection drops.
+    pub reconnect: bool,
+    /// Shuffle the server list with this seed before the first connect, as
+    /// ZooKeeper's StaticHostProvider does (randomly); `None` keeps the given order.
+    pub shuffle_seed: Option<u64>,
+}
+
+impl Failover {
+    /// Reconnecting, servers in the given order.
+    pub fn reconnecting() -> Self {
+        Failover {
+            reconnect: true,
+            shuffle_seed: None,
+        }
+    }
+}
+
+/// The client's view of its session (ZooKeeper's KeeperState, reduced).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConnState {
+    /// Connected to a server; requests go through.
+    Connected,
+    /// The connection dropped. A reconnecting client is trying the servers; others
+    /// stay here for good.
+    Disconnected,
+    /// A server answered the reconnect with "session expired": the client is closed
+    /// and requests fail with SessionExpired.
+    Expired,
+    /// [`Client::close`] ended the session.
+    Closed,
+}
+
+impl ConnState {
+    /// Expired and Closed are final.
+    pub fn is_terminal(self) -> bool {
+        matches!(self, ConnState::Expired | ConnState::Closed)
+    }
+}
+
+/// Splits a connect string `"h1:p1,h2:p2,..."` into addresses.
+pub fn parse_connect_string(s: &str) -> Result<Vec<String>, ClientError> {
+    let servers: Vec<String> = s
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(String::from)
+        .collect();
+    if servers.is_empty() {
+        return Err(ClientError::Io(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("empty connect string {s:?}"),
+        )));
+    }
+    Ok(servers)
+}
+
+/// Fisher-Yates with a splitmix64 stream: deterministic for a seed.
+fn shuffle(v: &mut [String], seed: u64) {
+    let mut x = seed;
+    let mut next = || {
+        x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = x;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    for i in (1..v.len()).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        v.swap(i, j);
     }
 }
 
@@ -203,20 +330,230 @@ pub struct Client {
 struct Inner {
     session_id: i64,
     passwd: Vec<u8>,
-    timeout_ms: i32,
-    read_only: bool,
-    conn: Connection,
+    /// Negotiated; a reconnect may renegotiate it.
+    timeout_ms: AtomicI32,
+    read_only: AtomicBool,
+    /// What the client asked for (timeout, read-only) on connect.
+    opts: ConnectOptions,
+    reconnect: bool,
+    /// The current connection (a closed one while disconnected).
+    conn: Mutex<Arc<Connection>>,
+    ctx: Arc<SessionCtx>,
+    servers: Mutex<Vec<String>>,
+    /// Index in `servers` of the last server connected to.
+    server_idx: AtomicUsize,
+    reconnects: AtomicU64,
+    /// Auth packets that succeeded, replayed on reconnect.
+    auths: Mutex<Vec<AuthPacket>>,
+    /// Set by close(): no reconnecting any more.
+    closing: AtomicBool,
+    state: watch::Sender<ConnState>,
+    /// The senders of the pushed-frame channels, cloned into each connection; dropped
+    /// when the session ends so the channels end.
+    pushed: Mutex<Option<Pushed>>,
     events: Mutex<Option<UnboundedReceiver<WatchedEvent>>>,
     recipe_messages: Mutex<Option<UnboundedReceiver<RecipeMessage>>>,
+}
+
+impl Inner {
+    fn conn(&self) -> Arc<Connection> {
+        self.conn.lock().unwrap().clone()
+    }
+
+    fn set_state(&self, s: ConnState) {
+        self.state.send_if_modified(|cur| {
+            // Final states stay final.
+            if cur.is_terminal() || *cur == s {
+                return false;
+            }
+            *cur = s;
+            true
+        });
+    }
+
+    /// Ends the session locally: final state, channels end.
+    fn finish(&self, s: ConnState) {
+        self.closing.store(true, Ordering::SeqCst);
+        self.set_state(s);
+        self.pushed.lock().unwrap().take();
+    }
 }
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
             .field("session_id", &format_args!("{:#x}", self.inner.session_id))
-            .field("timeout_ms", &self.inner.timeout_ms)
+            .field("timeout_ms", &self.negotiated_timeout_ms())
+            .field("state", &*self.inner.state.borrow())
             .finish()
     }
+}
+
+/// Tries `servers` from `start` on, round robin, once each. Returns the connection
+/// and the index of the server that took it; a refused session ends the round at once.
+async fn connect_round(
+    servers: &[String],
+    start: usize,
+    opts: &ConnectOptions,
+    handshake: Duration,
+    early_loss: bool,
+    ctx: &Arc<SessionCtx>,
+    pushed: &Pushed,
+) -> Result<(Connection, wazoo_proto::ConnectResponse, usize), ClientError> {
+    let mut last_err = None;
+    for k in 0..servers.len() {
+        let i = (start + k) % servers.len();
+        match connection::establish(
+            &servers[i],
+            opts,
+            handshake,
+            early_loss,
+            ctx.clone(),
+            pushed.clone(),
+        )
+        .await
+        {
+            Ok((conn, resp)) => return Ok((conn, resp, i)),
+            Err(ClientError::SessionRefused) => return Err(ClientError::SessionRefused),
+            Err(e) => {
+                tracing::debug!(server = %servers[i], error = %e, "server did not take the session");
+                last_err = Some(e);
+            }
+        }
+    }
+    Err(last_err.unwrap_or(ClientError::ConnectionClosed))
+}
+
+/// Watches the current connection; when it closes, reconnects (if asked to) or ends
+/// the session. Holds the client only weakly: dropping the last handle drops the
+/// connection, which wakes this task, which then exits.
+async fn supervise(weak: Weak<Inner>) {
+    loop {
+        let Some(inner) = weak.upgrade() else { return };
+        let conn = inner.conn();
+        let mut closed = conn.shared.closed_signal();
+        // Hold nothing while waiting: dropping the last handle must close the socket.
+        drop(conn);
+        drop(inner);
+        if closed.wait_for(|c| *c).await.is_err() {
+            return;
+        }
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.closing.load(Ordering::SeqCst) {
+            inner.finish(ConnState::Closed);
+            return;
+        }
+        inner.set_state(ConnState::Disconnected);
+        if !inner.reconnect {
+            inner.pushed.lock().unwrap().take();
+            return;
+        }
+        drop(inner);
+        if !reconnect(&weak).await {
+            return;
+        }
+    }
+}
+
+/// Reconnects the session until a server takes it (true) or it is over (false).
+async fn reconnect(weak: &Weak<Inner>) -> bool {
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        let (servers, start, opts, handshake, ctx, pushed) = {
+            let Some(inner) = weak.upgrade() else {
+                return false;
+            };
+            if inner.closing.load(Ordering::SeqCst) {
+                inner.finish(ConnState::Closed);
+                return false;
+            }
+            let Some(pushed) = inner.pushed.lock().unwrap().clone() else {
+                return false;
+            };
+            let servers = inner.servers.lock().unwrap().clone();
+            let timeout_ms = inner.timeout_ms.load(Ordering::Relaxed);
+            let opts = ConnectOptions {
+                timeout_ms,
+                session_id: inner.session_id,
+                passwd: inner.passwd.clone(),
+                read_only: inner.opts.read_only,
+                last_zxid_seen: inner.ctx.last_zxid.load(Ordering::Relaxed),
+            };
+            // As ClientCnxn: a connect attempt gets its share of the session timeout.
+            let handshake = Duration::from_millis(
+                (timeout_ms.max(1) as u64 / servers.len().max(1) as u64).max(500),
+            );
+            let start = (inner.server_idx.load(Ordering::Relaxed) + 1) % servers.len();
+            (servers, start, opts, handshake, inner.ctx.clone(), pushed)
+        };
+        match connect_round(&servers, start, &opts, handshake, true, &ctx, &pushed).await {
+            Ok((conn, resp, i)) => {
+                drop(pushed);
+                let Some(inner) = weak.upgrade() else {
+                    return false;
+                };
+                if inner.closing.load(Ordering::SeqCst) {
+                    inner.finish(ConnState::Closed);
+                    return false;
+                }
+                tracing::info!(server = %servers[i], session = format_args!("{:#x}", inner.session_id), "session reconnected");
+                if let Err(e) = rearm(&inner, &conn).await {
+                    tracing::debug!(error = %e, "re-arming the session failed; reconnecting again");
+                    inner.server_idx.store(i, Ordering::Relaxed);
+                    drop(inner);
+                    drop(conn);
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(1));
+                    continue;
+                }
+                inner.timeout_ms.store(resp.timeout_ms, Ordering::Relaxed);
+                inner
+                    .read_only
+                    .store(resp.read_only.unwrap_or(false), Ordering::Relaxed);
+                inner.server_idx.store(i, Ordering::Relaxed);
+                *inner.conn.lock().unwrap() = Arc::new(conn);
+                inner.reconnects.fetch_add(1, Ordering::Relaxed);
+                inner.set_state(ConnState::Connected);
+                return true;
+            }
+            Err(ClientError::SessionRefused) => {
+                tracing::info!("session expired while disconnected");
+                if let Some(inner) = weak.upgrade() {
+                    inner.finish(ConnState::Expired);
+                }
+                return false;
+            }
+            Err(e) => {
+                drop(pushed);
+                tracing::debug!(error = %e, ?backoff, "no server took the session; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+        }
+    }
+}
+
+/// Replays the session's auth packets and re-arms its watches on a new connection,
+/// before any user request can use it.
+async fn rearm(inner: &Inner, conn: &Connection) -> Result<(), ClientError> {
+    let auths = inner.auths.lock().unwrap().clone();
+    for a in auths {
+        if let Err(c) = conn.request(&Request::Auth(a)).await?.result {
+            return Err(ClientError::Zk(c));
+        }
+    }
+    let watches = inner.ctx.watches.lock().unwrap().clone();
+    if !watches.is_empty() {
+        let relative_zxid = inner.ctx.last_zxid.load(Ordering::Relaxed);
+        let req = Request::SetWatches {
+            v2: true,
+            watches: watches.to_set_watches(relative_zxid),
+        };
+        if let Err(c) = conn.request(&req).await?.result {
+            return Err(ClientError::Zk(c));
+        }
+    }
+    Ok(())
 }
 
 fn unexpected(resp: Response) -> ClientError {
@@ -225,21 +562,109 @@ fn unexpected(resp: Response) -> ClientError {
 }
 
 impl Client {
-    /// Connects to `addr` (`host:port`) and establishes (or resumes) a session.
+    /// Connects to `addr`, a `host:port` or a connect string `"h1:p1,h2:p2,..."`
+    /// (servers tried in order), and establishes (or resumes) a session, without
+    /// reconnection: see the crate docs and [`connect_with`](Self::connect_with).
     /// A refused session (ConnectResponse timeout 0) is [`ClientError::SessionRefused`].
     pub async fn connect(addr: &str, opts: ConnectOptions) -> Result<Client, ClientError> {
-        let (conn, resp, channels) = connection::establish(addr, &opts).await?;
-        Ok(Client {
-            inner: Arc::new(Inner {
-                session_id: resp.session_id,
-                passwd: resp.passwd,
-                timeout_ms: resp.timeout_ms,
-                read_only: resp.read_only.unwrap_or(false),
-                conn,
-                events: Mutex::new(Some(channels.events)),
-                recipe_messages: Mutex::new(Some(channels.recipe_messages)),
-            }),
-        })
+        Self::connect_with(addr, opts, Failover::default()).await
+    }
+
+    /// Connects to the first server of `connect_string` (`"h1:p1,h2:p2,..."`, after
+    /// the optional seeded shuffle) that takes the session; with
+    /// `failover.reconnect` the client then survives connection loss (crate docs).
+    /// A refused session is [`ClientError::SessionRefused`] at once; if no server
+    /// answers, the last server's error.
+    pub async fn connect_with(
+        connect_string: &str,
+        opts: ConnectOptions,
+        failover: Failover,
+    ) -> Result<Client, ClientError> {
+        let mut servers = parse_connect_string(connect_string)?;
+        if let Some(seed) = failover.shuffle_seed {
+            shuffle(&mut servers, seed);
+        }
+        let ctx = Arc::new(SessionCtx {
+            last_zxid: std::sync::atomic::AtomicI64::new(opts.last_zxid_seen),
+            ..Default::default()
+        });
+        let (ev_tx, ev_rx) = mpsc::unbounded_channel();
+        let (msg_tx, msg_rx) = mpsc::unbounded_channel();
+        let pushed = Pushed {
+            events: ev_tx,
+            recipe_messages: msg_tx,
+        };
+        let handshake = Duration::from_millis(opts.timeout_ms.max(1000) as u64);
+        let (conn, resp, idx) = connect_round(
+            &servers,
+            0,
+            &opts,
+            handshake,
+            failover.reconnect,
+            &ctx,
+            &pushed,
+        )
+        .await?;
+        let inner = Arc::new(Inner {
+            session_id: resp.session_id,
+            passwd: resp.passwd,
+            timeout_ms: AtomicI32::new(resp.timeout_ms),
+            read_only: AtomicBool::new(resp.read_only.unwrap_or(false)),
+            opts,
+            reconnect: failover.reconnect,
+            conn: Mutex::new(Arc::new(conn)),
+            ctx,
+            servers: Mutex::new(servers),
+            server_idx: AtomicUsize::new(idx),
+            reconnects: AtomicU64::new(0),
+            auths: Mutex::new(Vec::new()),
+            closing: AtomicBool::new(false),
+            state: watch::channel(ConnState::Connected).0,
+            pushed: Mutex::new(Some(pushed)),
+            events: Mutex::new(Some(ev_rx)),
+            recipe_messages: Mutex::new(Some(msg_rx)),
+        });
+        tokio::spawn(supervise(Arc::downgrade(&inner)));
+        Ok(Client { inner })
+    }
+
+    /// The session's state; see the crate docs ("Connection state").
+    pub fn state(&self) -> watch::Receiver<ConnState> {
+        self.inner.state.subscribe()
+    }
+
+    /// The current state.
+    pub fn current_state(&self) -> ConnState {
+        *self.inner.state.borrow()
+    }
+
+    /// How many times the session has been reconnected.
+    pub fn reconnects(&self) -> u64 {
+        self.inner.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Replaces the server list (ZooKeeper's `updateServerList`). It takes effect at
+    /// the next reconnect, which starts with the first server of the new list; the
+    /// current connection is kept.
+    pub fn set_servers(&self, connect_string: &str) -> Result<(), ClientError> {
+        let servers = parse_connect_string(connect_string)?;
+        let n = servers.len();
+        *self.inner.servers.lock().unwrap() = servers;
+        // The next reconnect starts at (idx + 1) % n == 0.
+        self.inner.server_idx.store(n - 1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// The servers the client connects to, in the order it tries them.
+    pub fn servers(&self) -> Vec<String> {
+        self.inner.servers.lock().unwrap().clone()
+    }
+
+    /// The server of the current (or last) connection.
+    pub fn current_server(&self) -> String {
+        let servers = self.inner.servers.lock().unwrap();
+        let i = self.inner.server_idx.load(Ordering::Relaxed) % servers.len();
+        servers[i].clone()
     }
 
     pub fn session_id(&self) -> i64 {
@@ -251,29 +676,42 @@ impl Client {
     }
 
     pub fn negotiated_timeout_ms(&self) -> i32 {
-        self.inner.timeout_ms
+        self.inner.timeout_ms.load(Ordering::Relaxed)
     }
 
     /// Whether the server said this is a read-only connection.
     pub fn is_read_only(&self) -> bool {
-        self.inner.read_only
+        self.inner.read_only.load(Ordering::Relaxed)
     }
 
-    /// Highest zxid seen in any reply header on this connection (starting from
-    /// `ConnectOptions::last_zxid_seen`): what a reconnect passes as `last_zxid_seen`
-    /// and setWatches as `relative_zxid`.
+    /// Highest zxid seen in any reply header of this session's connections (starting
+    /// from `ConnectOptions::last_zxid_seen`): what a reconnect passes as
+    /// `last_zxid_seen` and setWatches as `relative_zxid`.
     pub fn last_zxid(&self) -> i64 {
-        self.inner.conn.last_zxid()
+        self.inner.ctx.last_zxid.load(Ordering::Relaxed)
     }
 
-    /// Whether the connection has closed (server closed it, I/O error, protocol error).
+    /// Whether the connection is down (server closed it, I/O error, protocol error),
+    /// or the session is over. A reconnecting client may come back (see
+    /// [`state`](Self::state)).
     pub fn is_closed(&self) -> bool {
-        self.inner.conn.shared.close_reason().is_some()
+        self.current_state().is_terminal() || self.inner.conn().shared.close_reason().is_some()
     }
 
     /// Why the connection closed, once it has.
     pub fn close_reason(&self) -> Option<String> {
-        self.inner.conn.shared.close_reason()
+        match self.current_state() {
+            ConnState::Expired => Some("session expired".into()),
+            _ => self.inner.conn().shared.close_reason(),
+        }
+    }
+
+    /// The connection to send on: SessionExpired once the session has expired.
+    fn conn_for_request(&self) -> Result<Arc<Connection>, ClientError> {
+        if self.current_state() == ConnState::Expired {
+            return Err(ClientError::Zk(ErrorCode::SessionExpired));
+        }
+        Ok(self.inner.conn())
     }
 
     /// Pipelined: assigns the next xid, writes the frame, returns when the matching
@@ -285,8 +723,24 @@ impl Client {
         &self,
         req: Request,
     ) -> Result<(i64, Result<Response, ErrorCode>), ClientError> {
-        let r = self.inner.conn.request(&req).await?;
+        let r = self.send_request(&req).await?;
         Ok((r.zxid, r.result))
+    }
+
+    async fn send_request(&self, req: &Request) -> Result<Reply, ClientError> {
+        let conn = self.conn_for_request()?;
+        let r = conn.request(req).await;
+        drop(conn);
+        let r = match r {
+            Err(ClientError::ConnectionClosed) if self.current_state() == ConnState::Expired => {
+                return Err(ClientError::Zk(ErrorCode::SessionExpired))
+            }
+            r => r?,
+        };
+        if let (Request::Auth(a), Ok(_)) = (req, &r.result) {
+            self.inner.auths.lock().unwrap().push(a.clone());
+        }
+        Ok(r)
     }
 
     /// Like [`request`](Self::request), and also returns how many notifications this
@@ -302,12 +756,13 @@ impl Client {
             result,
             events_before,
             ..
-        } = self.inner.conn.request(&req).await?;
+        } = self.send_request(&req).await?;
         Ok((zxid, result, events_before))
     }
 
     /// Watch notifications in arrival order. Call once; further calls return None.
-    /// The channel ends when the connection closes.
+    /// The channel ends when the connection closes ([`connect`](Self::connect)), or
+    /// when the session ends (a reconnecting client).
     pub fn take_events(&self) -> Option<UnboundedReceiver<WatchedEvent>> {
         self.inner.events.lock().unwrap().take()
     }
@@ -483,6 +938,17 @@ impl Client {
         }
     }
 
+    /// addWatch (op 106): a persistent watch on `path` (`consts::add_watch_mode`:
+    /// 0 persistent, 1 persistent-recursive). Re-armed on reconnect like the others.
+    pub async fn add_watch(&self, path: &str, mode: i32) -> Result<(), ClientError> {
+        self.call(Request::AddWatch(wazoo_proto::AddWatchRequest {
+            path: path.into(),
+            mode,
+        }))
+        .await?;
+        Ok(())
+    }
+
     /// check (op 13) as a single operation.
     pub async fn check(&self, path: &str, version: i32) -> Result<(), ClientError> {
         self.call(Request::Check(CheckVersionRequest {
@@ -516,7 +982,7 @@ impl Client {
         &self,
         req: Request,
     ) -> Result<(Response, Option<ParkedCall>), ClientError> {
-        let reply = self.inner.conn.request(&req).await?;
+        let reply = self.send_request(&req).await?;
         match reply.result {
             Ok(resp) => Ok((resp, reply.parked)),
             Err(code) => Err(ClientError::Recipe {
@@ -667,9 +1133,14 @@ impl Client {
     }
 
     /// closeSession (op -11): ends the session (its ephemerals go) and waits for the
-    /// reply. The server then closes the connection.
+    /// reply. The server then closes the connection. The state becomes Closed (also
+    /// when the request fails, e.g. while disconnected) and the client stops
+    /// reconnecting.
     pub async fn close(self) -> Result<(), ClientError> {
-        self.call(Request::CloseSession).await?;
+        self.inner.closing.store(true, Ordering::SeqCst);
+        let r = self.call(Request::CloseSession).await;
+        self.inner.finish(ConnState::Closed);
+        r?;
         Ok(())
     }
 }
