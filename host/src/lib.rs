@@ -32,6 +32,7 @@ pub mod acl;
 pub mod admin;
 pub mod app;
 pub mod bench;
+pub mod cli;
 pub mod command;
 pub mod config;
 pub mod raft;

@@ -41,6 +41,9 @@ enum Command {
     /// `adopt-runtime` (client side).
     #[command(subcommand)]
     Recipe(wazoo::recipe_cli::RecipeCommand),
+    /// Interactive shell like zkCli.sh (`-c CMD` runs one command; piped stdin runs
+    /// one command per line).
+    Cli(wazoo::cli::CliArgs),
 }
 
 #[derive(clap::Args)]
@@ -93,6 +96,7 @@ fn main() -> std::process::ExitCode {
         Command::Import(cmd) => wazoo::tools::run_import(cmd),
         // Prints its own `error: NAME: message` and chooses the exit status.
         Command::Recipe(cmd) => return runtime.block_on(wazoo::recipe_cli::run(cmd)),
+        Command::Cli(args) => return runtime.block_on(wazoo::cli::run(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
