@@ -682,7 +682,7 @@ impl StateMachine {
                 pinned: self.recipe_runtime_profile().unwrap_or_default(),
                 local: self
                     .recipe_runtime()
-                    .map(|r| r.profile().id())
+                    .map(|r| r.profile_id().to_string())
                     .unwrap_or_default(),
             }),
             _ => Err(ErrorCode::Unimplemented),

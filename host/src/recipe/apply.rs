@@ -756,7 +756,7 @@ impl StateMachine {
     /// the same). A local mismatch cannot be answered deterministically, so it is fatal.
     fn check_profile(&mut self, entry_profile: &str) -> Result<(), Response> {
         let local = match self.recipe_runtime() {
-            Some(rt) => rt.profile().id(),
+            Some(rt) => rt.profile_id().to_string(),
             None => {
                 self.set_fatal("this server has no recipe runtime but the log calls recipes");
                 return Err(failure(
@@ -1010,7 +1010,7 @@ impl StateMachine {
         profile: &str,
     ) -> Result<Response, ErrorCode> {
         self.check_recipe_admin(auth)?;
-        let local = self.recipe_runtime().map(|r| r.profile().id());
+        let local = self.recipe_runtime().map(|r| r.profile_id().to_string());
         if local.as_deref() != Some(profile) {
             self.set_fatal(&format!(
                 "adopt-runtime pins profile {profile} but this server runs {local:?}; \

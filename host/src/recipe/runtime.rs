@@ -346,6 +346,8 @@ pub struct Runtime {
     linker: Linker<HostState>,
     limits: RuntimeLimits,
     profile: DeterminismProfile,
+    /// `profile.id()`, computed once: every recipe entry is checked against it.
+    profile_id: String,
     modules: RwLock<HashMap<[u8; 32], Arc<Loaded>>>,
     slots: Slots,
 }
@@ -492,6 +494,7 @@ impl Runtime {
             engine,
             linker,
             limits,
+            profile_id: profile.id(),
             profile,
             modules: RwLock::new(HashMap::new()),
             slots: Slots {
@@ -503,6 +506,11 @@ impl Runtime {
 
     pub fn profile(&self) -> &DeterminismProfile {
         &self.profile
+    }
+
+    /// The profile's id (`DeterminismProfile::id`), cached.
+    pub fn profile_id(&self) -> &str {
+        &self.profile_id
     }
 
     pub fn limits(&self) -> &RuntimeLimits {
