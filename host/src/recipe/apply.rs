@@ -924,7 +924,10 @@ impl StateMachine {
         };
         let children: Vec<String> = node.children.iter().cloned().collect();
         if children.is_empty() {
-            return Ok(failure(ErrorCode::RecipeNotFound, format!("no recipe {name}")));
+            return Ok(failure(
+                ErrorCode::RecipeNotFound,
+                format!("no recipe {name}"),
+            ));
         }
         self.check_recipe_admin(auth)?;
         let doomed: Vec<String> = if version < 0 {

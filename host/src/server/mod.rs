@@ -340,7 +340,11 @@ async fn install_builtin_recipes(shared: &Arc<Shared>) {
                 }
                 Ok(_) => tracing::info!(recipe = name, "built-in recipe installed"),
                 Err(code) => {
-                    tracing::warn!(recipe = name, error = code.name(), "built-in recipe refused")
+                    tracing::warn!(
+                        recipe = name,
+                        error = code.name(),
+                        "built-in recipe refused"
+                    )
                 }
             },
             Err(e) => tracing::warn!(recipe = name, error = %e, "built-in recipe not installed"),
