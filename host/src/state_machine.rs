@@ -95,20 +95,12 @@ impl StateMachine {
     pub fn new() -> StateMachine {
         StateMachine {
             tree: DataTree::new(),
-            sessions: BTreeMap::new(),
-            last_zxid: 0,
-            dirty_sessions: BTreeSet::new(),
-            notifier: None,
-            runtime: None,
-            recipe_stats: Arc::default(),
-            recipe_subs: BTreeMap::new(),
-            pending_notifications: Vec::new(),
-            fatal: None,
+            ..StateMachine::placeholder()
         }
     }
 
     /// An empty value to swap in while a recipe invocation owns the state machine
-    /// (no allocation: an empty tree without system nodes).
+    /// (cheap: an empty tree without even the system nodes).
     pub(crate) fn placeholder() -> StateMachine {
         StateMachine {
             tree: DataTree::default(),

@@ -71,8 +71,9 @@ pub fn parse_zxid(s: &str) -> Result<i64, String> {
     parsed.map_err(|e| format!("bad zxid {s:?}: {e}"))
 }
 
-/// RFC 3339 (UTC, milliseconds) for milliseconds since the Unix epoch.
-pub fn rfc3339_ms(ms: i64) -> String {
+/// Civil UTC date and time of milliseconds since the Unix epoch:
+/// (year, month, day, hour, minute, second, millisecond).
+pub fn civil_utc(ms: i64) -> (i64, i64, i64, i64, i64, i64, i64) {
     let secs = ms.div_euclid(1000);
     let millis = ms.rem_euclid(1000);
     let days = secs.div_euclid(86_400);
@@ -87,12 +88,13 @@ pub fn rfc3339_ms(ms: i64) -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60
-    )
+    (y, m, d, sod / 3600, sod % 3600 / 60, sod % 60, millis)
+}
+
+/// RFC 3339 (UTC, milliseconds) for milliseconds since the Unix epoch.
+pub fn rfc3339_ms(ms: i64) -> String {
+    let (y, m, d, h, mi, s, millis) = civil_utc(ms);
+    format!("{y:04}-{m:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{millis:03}Z")
 }
 
 // ---- command line (parsed by main.rs) ----
