@@ -1046,6 +1046,21 @@ impl Shared {
     }
 }
 
+/// The seed of a randomized recipe test: `$<env_var>` when set, else the clock.
+/// Printed with the test's name, so a failing run can be replayed.
+pub fn test_seed(test: &str, env_var: &str) -> u64 {
+    let seed = std::env::var(env_var)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64)
+        });
+    println!("{test}: seed {seed} (replay with {env_var}={seed})");
+    seed
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -22,17 +22,7 @@ fn key(k: &str) -> KeyArgs {
 }
 
 fn test_seed(test: &str) -> u64 {
-    let seed = std::env::var("WAZOO_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("{test}: seed {seed} (replay with WAZOO_TEST_SEED={seed})");
-    seed
+    wazoo_sdk::testing::test_seed(test, "WAZOO_TEST_SEED")
 }
 
 #[test]

@@ -19,20 +19,8 @@ fn leader_of(h: &mut Harness, s: i64, n: &str) -> Option<Leader> {
     h.call(s, "leader", &name(n)).reply()
 }
 
-/// The seed of a randomized test: $WAZOO_TEST_SEED, else the clock. Printed, so a
-/// failure can be replayed.
 fn test_seed(test: &str) -> u64 {
-    let seed = std::env::var("WAZOO_TEST_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("{test}: seed {seed} (replay with WAZOO_TEST_SEED={seed})");
-    seed
+    wazoo_sdk::testing::test_seed(test, "WAZOO_TEST_SEED")
 }
 
 #[test]

@@ -57,19 +57,8 @@ fn granted_of(h: &Harness, call: &CallResult) -> Option<Granted> {
         .map(|r| r.expect("granted"))
 }
 
-/// The test seed: $LOCK_SEED, else the clock. Printed, so a failure can be replayed.
 fn seed(test: &str) -> u64 {
-    let seed = std::env::var("LOCK_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| {
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_nanos() as u64
-        });
-    println!("{test}: seed {seed} (replay with LOCK_SEED={seed})");
-    seed
+    wazoo_sdk::testing::test_seed(test, "LOCK_SEED")
 }
 
 #[test]
