@@ -126,6 +126,14 @@ pub fn children(path: &str) -> Result<Vec<String>> {
     }
 }
 
+/// The children of `path`, or none when it does not exist.
+pub fn children_or_empty(path: &str) -> Result<Vec<String>> {
+    match children(path) {
+        Err(e) if e.is_no_node() => Ok(Vec::new()),
+        other => other,
+    }
+}
+
 // --- writes ---
 
 /// Creates a znode; returns its path (with the sequence suffix for sequential modes).
@@ -179,6 +187,15 @@ pub fn set(path: &str, data: &[u8], version: i32) -> Result<Stat> {
     }) {
         HostResponse::Stat(Some(stat)) => Ok(stat),
         other => Err(unexpected("Set", other)),
+    }
+}
+
+/// Deletes `path` if it exists and has no children (any version); otherwise does
+/// nothing. For tidying bookkeeping znodes nobody uses any more.
+pub fn delete_if_empty(path: &str) -> Result<()> {
+    match delete(path, -1) {
+        Err(e) if e.is_no_node() || e.code() == Some(ErrorCode::NotEmpty) => Ok(()),
+        other => other,
     }
 }
 

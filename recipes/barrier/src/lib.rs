@@ -26,7 +26,8 @@
 //!   cancelled calls (names cannot start with '.').
 
 use serde::{Deserialize, Serialize};
-use wazoo_sdk::{Call, CreateMode, Error, ErrorCode, Event, ParkedCall, Recipe, Result, WriteOp};
+use wazoo_sdk::{children_or_empty as list, delete_if_empty};
+use wazoo_sdk::{Call, CreateMode, Error, Event, ParkedCall, Recipe, Result, WriteOp};
 
 /// Where the barriers live.
 pub const ROOT: &str = "/wazoo/recipes/barrier";
@@ -247,25 +248,10 @@ fn member(session: i64) -> String {
 }
 
 /// Children of `path`, sorted; empty if it does not exist.
-fn list(path: &str) -> Result<Vec<String>> {
-    match wazoo_sdk::children(path) {
-        Ok(names) => Ok(names),
-        Err(e) if e.is_no_node() => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
-}
-
 fn read<T: serde::de::DeserializeOwned>(path: &str) -> Result<Option<T>> {
     match wazoo_sdk::get(path)? {
         Some(node) => Ok(Some(node.decode()?)),
         None => Ok(None),
-    }
-}
-
-fn delete_if_empty(path: &str) -> Result<()> {
-    match wazoo_sdk::delete(path, -1) {
-        Err(e) if e.is_no_node() || e.code() == Some(ErrorCode::NotEmpty) => Ok(()),
-        other => other,
     }
 }
 

@@ -22,6 +22,7 @@
 //!   subscriptions by session (persistent), so that they are dropped when it ends.
 
 use std::collections::BTreeSet;
+use wazoo_sdk::{children_or_empty as list, delete_if_empty};
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
@@ -269,21 +270,6 @@ fn index_name(key: &str, prefix: bool) -> String {
 }
 
 /// Children of `path`, sorted; empty if it does not exist.
-fn list(path: &str) -> Result<Vec<String>> {
-    match wazoo_sdk::children(path) {
-        Ok(names) => Ok(names),
-        Err(e) if e.is_no_node() => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
-}
-
-fn delete_if_empty(path: &str) -> Result<()> {
-    match wazoo_sdk::delete(path, -1) {
-        Err(e) if e.is_no_node() || e.code() == Some(ErrorCode::NotEmpty) => Ok(()),
-        other => other,
-    }
-}
-
 fn delete_if_exists(path: &str) -> Result<()> {
     match wazoo_sdk::delete(path, -1) {
         Err(e) if e.is_no_node() => Ok(()),

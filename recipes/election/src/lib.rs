@@ -30,6 +30,7 @@
 
 use serde::{Deserialize, Serialize};
 use serde_bytes::ByteBuf;
+use wazoo_sdk::{children_or_empty as list, delete_if_empty};
 use wazoo_sdk::{Call, CreateMode, Error, ErrorCode, Event, Recipe, Result};
 
 /// Where the elections live.
@@ -253,14 +254,6 @@ fn leaf(path: &str) -> &str {
 }
 
 /// Children of `path`, sorted; empty if it does not exist.
-fn list(path: &str) -> Result<Vec<String>> {
-    match wazoo_sdk::children(path) {
-        Ok(names) => Ok(names),
-        Err(e) if e.is_no_node() => Ok(Vec::new()),
-        Err(e) => Err(e),
-    }
-}
-
 /// The candidate znodes in join order (their sequence numbers sort as strings).
 fn candidates(name: &str) -> Result<Vec<String>> {
     list(&candidates_dir(name))
@@ -416,13 +409,6 @@ fn notify_observers(name: &str, message: &LeaderChanged) -> Result<()> {
 }
 
 /// Deletes `path` if it has no children (and exists).
-fn delete_if_empty(path: &str) -> Result<()> {
-    match wazoo_sdk::delete(path, -1) {
-        Err(e) if e.is_no_node() || e.code() == Some(ErrorCode::NotEmpty) => Ok(()),
-        other => other,
-    }
-}
-
 /// Removes the election's empty znodes: nobody waiting and nobody watching, nothing left.
 fn tidy(name: &str) -> Result<()> {
     delete_if_empty(&candidates_dir(name))?;
