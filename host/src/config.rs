@@ -70,6 +70,20 @@ pub struct Config {
     /// scripts/build-recipes.sh writes them); each of [`BUILTIN_RECIPES`] found there
     /// is installed at start unless the cluster already has a recipe of that name.
     pub recipe_builtin_dir: Option<PathBuf>,
+    /// `server.N=host:peerPort:electionPort[:observer][;clientAddr:clientPort]`: the
+    /// ensemble. Empty means standalone (a one-voter raft cluster of its own).
+    pub servers: BTreeMap<u64, ServerSpec>,
+    /// `peerType=observer`: this server joins as a non-voting member even if its
+    /// `server.N` line lacks `:observer` (as ZooKeeper's key).
+    pub peer_type_observer: bool,
+    /// `raft.electionTimeoutMs`: a follower that hears no leader for a random time in
+    /// [t, 2t) starts an election. Failover time is about this plus one round trip.
+    pub election_timeout_ms: u64,
+    /// `raft.heartbeatMs`: how often the leader heartbeats its followers.
+    pub heartbeat_ms: u64,
+    /// This server's id in the ensemble (the `myid` file in `data_dir`, read at start);
+    /// 0 for a standalone server.
+    pub my_id: u64,
     /// Keys the file had that Wazoo does not use (reported, not fatal, as ZooKeeper
     /// turns unknown keys into system properties).
     pub unknown: BTreeMap<String, String>,
@@ -95,6 +109,11 @@ impl Default for Config {
             admin_server_address: IpAddr::from([127, 0, 0, 1]),
             admin_server_port: 8080,
             recipe_builtin_dir: None,
+            servers: BTreeMap::new(),
+            my_id: 0,
+            peer_type_observer: false,
+            election_timeout_ms: 1000,
+            heartbeat_ms: 100,
             unknown: BTreeMap::new(),
         }
     }
@@ -185,10 +204,37 @@ impl Config {
             "recipe.builtinDir" => self.recipe_builtin_dir = Some(PathBuf::from(value)),
             // TTL nodes are always enabled in Wazoo; ZooKeeper needs this switch for them.
             "extendedTypesEnabled" | "zookeeper.extendedTypesEnabled" => {}
-            _ => {
-                if key.starts_with("server.") {
-                    tracing::warn!(key, "server.N lines are for replicated ensembles, which this version does not run yet; ignored");
+            "peerType" => {
+                self.peer_type_observer = match value {
+                    "observer" => true,
+                    "participant" => false,
+                    _ => {
+                        return Err(ConfigError::Value {
+                            key: key.into(),
+                            value: value.into(),
+                            why: "expected observer or participant".into(),
+                        })
+                    }
                 }
+            }
+            "raft.electionTimeoutMs" => self.election_timeout_ms = num::<u64>(key, value)?.max(10),
+            "raft.heartbeatMs" => self.heartbeat_ms = num::<u64>(key, value)?.max(1),
+            _ if key.starts_with("server.") => {
+                let id = key["server.".len()..]
+                    .parse::<u64>()
+                    .map_err(|e| ConfigError::Value {
+                        key: key.into(),
+                        value: value.into(),
+                        why: format!("server id: {e}"),
+                    })?;
+                let spec = ServerSpec::parse(value).map_err(|why| ConfigError::Value {
+                    key: key.into(),
+                    value: value.into(),
+                    why,
+                })?;
+                self.servers.insert(id, spec);
+            }
+            _ => {
                 self.unknown.insert(key.to_string(), value.to_string());
             }
         }
@@ -256,7 +302,7 @@ impl Config {
                     .map(|d| d.display().to_string())
                     .unwrap_or_default(),
             ),
-            ("serverId".to_string(), "0".to_string()),
+            ("serverId".to_string(), self.my_id.to_string()),
             (
                 "admin.enableServer".to_string(),
                 self.admin_enable_server.to_string(),
@@ -272,6 +318,62 @@ impl Config {
         ];
         v.sort();
         v
+    }
+}
+
+/// One `server.N` line: where the server's peers and clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSpec {
+    pub host: String,
+    /// Raft traffic (ZooKeeper's quorum port).
+    pub peer_port: u16,
+    /// Accepted for zoo.cfg compatibility and not bound: raft elects over the peer port.
+    pub election_port: u16,
+    /// `:observer`: a non-voting member (an openraft learner) that serves clients.
+    pub observer: bool,
+    /// `;clientAddr:clientPort`: this server's client address, if given here.
+    pub client: Option<(String, u16)>,
+}
+
+impl ServerSpec {
+    /// Parses `host:peerPort:electionPort[:participant|:observer][;[clientAddr:]clientPort]`.
+    pub fn parse(value: &str) -> Result<ServerSpec, String> {
+        let (peer_part, client_part) = match value.split_once(';') {
+            Some((p, c)) => (p.trim(), Some(c.trim())),
+            None => (value.trim(), None),
+        };
+        let fields: Vec<&str> = peer_part.split(':').collect();
+        if fields.len() < 3 || fields.len() > 4 {
+            return Err("expected host:peerPort:electionPort[:observer]".into());
+        }
+        let port = |s: &str, what: &str| s.parse::<u16>().map_err(|e| format!("{what} {s:?}: {e}"));
+        let observer = match fields.get(3).copied() {
+            None | Some("participant") => false,
+            Some("observer") => true,
+            Some(other) => return Err(format!("unknown peer type {other:?}")),
+        };
+        if fields[0].is_empty() {
+            return Err("empty host".into());
+        }
+        let client = match client_part {
+            None => None,
+            Some(c) => Some(match c.rsplit_once(':') {
+                Some((addr, p)) => (addr.to_string(), port(p, "client port")?),
+                None => ("0.0.0.0".to_string(), port(c, "client port")?),
+            }),
+        };
+        Ok(ServerSpec {
+            host: fields[0].to_string(),
+            peer_port: port(fields[1], "peer port")?,
+            election_port: port(fields[2], "election port")?,
+            observer,
+            client,
+        })
+    }
+
+    /// `host:peerPort`, the raft address peers dial.
+    pub fn peer_addr(&self) -> String {
+        format!("{}:{}", self.host, self.peer_port)
     }
 }
 
@@ -324,6 +426,34 @@ mod tests {
         assert!(c.four_letter_allowed("srvr") && !c.four_letter_allowed("ruok"));
         c.set("4lw.commands.whitelist", "*").unwrap();
         assert!(FOUR_LETTER_WORDS.iter().all(|w| c.four_letter_allowed(w)));
+    }
+
+    #[test]
+    fn server_lines_parse_as_zookeeper_writes_them() {
+        let mut c = Config::default();
+        c.apply_text(
+            "server.1=127.0.0.1:2888:3888\nserver.2=10.0.0.2:2889:3889:observer;127.0.0.1:2182\nserver.3=h3:1:2:participant;2183\n",
+            "test",
+        )
+        .expect("parses");
+        assert_eq!(c.servers.len(), 3);
+        assert_eq!(c.servers[&1].peer_addr(), "127.0.0.1:2888");
+        assert!(!c.servers[&1].observer);
+        assert!(c.servers[&2].observer);
+        assert_eq!(c.servers[&2].client, Some(("127.0.0.1".into(), 2182)));
+        assert_eq!(c.servers[&3].client, Some(("0.0.0.0".into(), 2183)));
+        for bad in [
+            "server.x=a:1:2",
+            "server.1=a:1",
+            "server.1=a:1:2:voter",
+            "server.1=:1:2",
+        ] {
+            let (k, v) = bad.split_once('=').unwrap();
+            assert!(
+                Config::default().set(k, v).is_err(),
+                "{bad} must be refused"
+            );
+        }
     }
 
     #[test]

@@ -21,7 +21,9 @@
 //! - [`state_machine`]: znode tree + sessions; applies commands, serves reads.
 //! - [`tree`]: the znode tree and ZooKeeper's Stat rules; [`acl`]: ACL checks.
 //! - [`watch`]: server-local watches and event delivery.
-//! - [`raft`]: openraft type config, RocksDB log and state-machine stores, network.
+//! - [`raft`]: openraft type config, RocksDB log and state-machine stores, node start.
+//! - [`peer`]: the peer port of an ensemble: raft RPCs, writes forwarded to the leader,
+//!   session liveness reports, read index for `sync`, status and membership changes.
 //! - [`bench`]: the ZooKeeper-protocol load generator behind `wazoo bench`.
 //! - [`admin`]: the admin HTTP server: Prometheus `/metrics`, `/health`, `/ready`,
 //!   ZooKeeper AdminServer-style `/commands/<name>` JSON.
@@ -35,6 +37,7 @@ pub mod bench;
 pub mod cli;
 pub mod command;
 pub mod config;
+pub mod peer;
 pub mod raft;
 pub mod recipe;
 pub mod recipe_cli;

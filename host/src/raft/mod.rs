@@ -48,6 +48,8 @@
 //!   [`Application`].
 //! * [`network`]: the `RaftNetworkFactory` (a standalone placeholder for now).
 //! * [`node`]: starting a raft node ([`start_standalone`]).
+//! * [`cluster`]: starting one member of an ensemble ([`start_member`]); its network is
+//!   `crate::peer::TcpNetwork`.
 
 // Storage methods return openraft's `StorageError` (the storage traits require it); it is
 // large, but boxing it would only add conversions at every trait boundary.
@@ -57,6 +59,7 @@ use std::io::Cursor;
 
 use openraft::{BasicNode, RaftTypeConfig};
 
+pub mod cluster;
 pub mod db;
 pub mod log_store;
 pub mod network;
@@ -68,6 +71,7 @@ pub(crate) mod testing;
 #[cfg(test)]
 mod tests;
 
+pub use cluster::start_member;
 pub use db::{open_stores, DbClosed, Stores};
 pub use log_store::LogStore;
 pub use network::StandaloneNetwork;

@@ -47,8 +47,8 @@ pub struct ShutdownError(String);
 
 /// A running raft node and what is needed to stop it cleanly.
 pub struct RaftNode<C: openraft::RaftTypeConfig> {
-    raft: Raft<C>,
-    db_closed: DbClosed,
+    pub(super) raft: Raft<C>,
+    pub(super) db_closed: DbClosed,
 }
 
 impl<C: openraft::RaftTypeConfig> RaftNode<C> {

@@ -265,7 +265,7 @@ async fn establish(
     }
     let session = shared.sm.read().session(req.session_id).cloned();
     match session {
-        Some(s) if s.passwd == req.passwd && shared.tracker.touch(req.session_id) => {
+        Some(s) if s.passwd == req.passwd && shared.touch_session(req.session_id) => {
             Ok(Some((req.session_id, s.timeout_ms, s.passwd)))
         }
         // ZooKeeper also drops the session's live connection on a wrong password; we do
@@ -315,7 +315,7 @@ async fn read_loop(
             .stats
             .packets_received
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        if !shared.tracker.touch(session_id) && shared.sm.read().session(session_id).is_none() {
+        if !shared.touch_session(session_id) && shared.sm.read().session(session_id).is_none() {
             return Err(ConnError::Refused("session expired"));
         }
         let mut r = Reader::new(&frame);
@@ -671,7 +671,13 @@ async fn sequence_loop(
                 path,
             } => {
                 // Linearizable: wait until this server has applied everything committed.
-                let ok = shared.raft.ensure_linearizable().await.is_ok();
+                let ok = match shared.linearize().await {
+                    Ok(()) => true,
+                    Err(e) => {
+                        warn!(error = %e, "sync could not reach the leader's commit");
+                        false
+                    }
+                };
                 let zxid = shared.sm.read().last_zxid();
                 shared.stats.record_request(op, started);
                 send(encode_reply_frame(

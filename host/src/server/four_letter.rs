@@ -312,7 +312,7 @@ impl Monitor {
             .sum();
         Monitor {
             version: ZK_COMPAT_VERSION,
-            server_state: "standalone",
+            server_state: shared.role(),
             avg_latency: avg,
             max_latency: max,
             min_latency: min,
@@ -368,7 +368,7 @@ fn server_summary(shared: &Shared, with_clients: bool) -> ServerSummary {
     ServerSummary {
         version: ZK_COMPAT_VERSION,
         read_only: false,
-        server_state: "standalone",
+        server_state: shared.role(),
         min_latency: min,
         avg_latency: avg,
         max_latency: max,

@@ -2,6 +2,7 @@
 //! log entries, serves reads from the local state machine, and runs the leader's
 //! periodic duties (session expiry, container/TTL cleanup) as log proposals.
 
+pub mod cluster;
 pub mod connection;
 pub mod four_letter;
 pub mod proposer;
@@ -44,6 +45,8 @@ pub enum ServerError {
         addr: SocketAddr,
         source: std::io::Error,
     },
+    #[error("ensemble configuration: {0}")]
+    Cluster(String),
 }
 
 pub use proposer::{ProposeError, Proposer};
@@ -60,6 +63,10 @@ pub struct Shared {
     /// This server's recipe determinism profile id, stamped on the recipe entries it
     /// proposes (see `recipe::runtime::DeterminismProfile`).
     pub recipe_profile: String,
+    /// None for a standalone server.
+    pub cluster: Option<Arc<cluster::Cluster>>,
+    /// Where this server listens for clients.
+    pub client_addr: SocketAddr,
     conns_per_ip: Mutex<HashMap<IpAddr, u32>>,
     shutdown: watch::Receiver<bool>,
 }
@@ -135,7 +142,7 @@ pub struct Server {
 impl Server {
     /// Opens the data directory, starts raft (restoring state from RocksDB) and listens
     /// for clients. Returns once the server is ready to serve.
-    pub async fn start(config: Config) -> Result<Server, ServerError> {
+    pub async fn start(mut config: Config) -> Result<Server, ServerError> {
         std::fs::create_dir_all(&config.data_dir).map_err(|source| ServerError::DataDir {
             path: config.data_dir.display().to_string(),
             source,
@@ -148,12 +155,56 @@ impl Server {
         sm.set_recipe_runtime(runtime);
         let sm = Arc::new(RwLock::new(sm));
         let raft_dir = config.data_dir.join("raft");
-        let node = crate::raft::start_standalone::<TypeConfig, StateMachine>(
-            &raft_dir,
-            sm.clone(),
-            config.snap_count,
-        )
-        .await?;
+        let member = if config.servers.is_empty() {
+            None
+        } else {
+            Some(MemberSetup::new(&mut config)?)
+        };
+        let (node, peer, cluster) = match &member {
+            None => (
+                crate::raft::start_standalone::<TypeConfig, StateMachine>(
+                    &raft_dir,
+                    sm.clone(),
+                    config.snap_count,
+                )
+                .await?,
+                None,
+                None,
+            ),
+            Some(m) => {
+                let pool = crate::peer::PeerPool::default();
+                // Listen first: the other members may start replicating to us as soon
+                // as our raft runs.
+                let listener =
+                    TcpListener::bind(m.peer_addr)
+                        .await
+                        .map_err(|source| ServerError::Bind {
+                            addr: m.peer_addr,
+                            source,
+                        })?;
+                let node = crate::raft::start_member::<TypeConfig, StateMachine, _>(
+                    m.my_id,
+                    &raft_dir,
+                    sm.clone(),
+                    m.raft_config(&config)?,
+                    crate::peer::TcpNetwork::new(pool.clone()),
+                    m.bootstrap.clone(),
+                )
+                .await?;
+                let ctx = Arc::new(crate::peer::server::PeerContext {
+                    raft: node.raft().clone(),
+                    shared: std::sync::OnceLock::new(),
+                });
+                let task = tokio::spawn(crate::peer::server::accept_loop(ctx.clone(), listener));
+                let cluster = Arc::new(cluster::Cluster {
+                    my_id: m.my_id,
+                    pool,
+                    config_observers: m.observers.clone(),
+                });
+                tracing::info!(my_id = m.my_id, peer_addr = %m.peer_addr, "ensemble member started");
+                (node, Some((ctx, task)), Some(cluster))
+            }
+        };
         let tracker = SessionTracker::new();
         // Sessions restored from disk get a fresh timeout, as ZooKeeper gives them after
         // a restart, so their clients can reconnect before anything expires.
@@ -169,8 +220,11 @@ impl Server {
             .map_err(|source| ServerError::Bind { addr, source })?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let stats = ServerStats::default();
-        let (proposer, proposer_task) =
-            Proposer::start(node.raft().clone(), stats.commit_latency.clone());
+        let (proposer, proposer_task) = Proposer::start(
+            node.raft().clone(),
+            stats.commit_latency.clone(),
+            cluster.clone(),
+        );
         let shared = Arc::new(Shared {
             config,
             raft: node.raft().clone(),
@@ -180,18 +234,39 @@ impl Server {
             tracker,
             stats,
             recipe_profile,
+            cluster,
+            client_addr,
             conns_per_ip: Mutex::new(HashMap::new()),
             shutdown: shutdown_rx,
         });
-        install_builtin_recipes(&shared).await;
-        let mut tasks = vec![
-            proposer_task,
+        let mut tasks = vec![proposer_task];
+        if let Some((ctx, task)) = peer {
+            let _ = ctx.shared.set(shared.clone());
+            tasks.push(task);
+            tasks.push(tokio::spawn(cluster::liveness_loop(shared.clone())));
+        }
+        tasks.push(tokio::spawn(cluster::leader_duties_loop(shared.clone())));
+        if shared.cluster.is_none() {
+            install_builtin_recipes(&shared).await;
+        } else {
+            // A member may start before the ensemble has a leader: install in the
+            // background, retrying, rather than delay serving clients.
+            let shared = shared.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut backoff = Duration::from_millis(200);
+                while !install_builtin_recipes(&shared).await {
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }));
+        }
+        tasks.extend([
             tokio::spawn(accept_loop(shared.clone(), listener)),
             tokio::spawn(expire_sessions_loop(shared.clone())),
             tokio::spawn(remove_stale_nodes_loop(shared.clone())),
             tokio::spawn(recipe_timers_loop(shared.clone())),
             tokio::spawn(crate::admin::track_snapshots(shared.clone())),
-        ];
+        ]);
         tracing::info!(%client_addr, "serving ZooKeeper clients");
         let mut admin_addr = None;
         if shared.config.admin_enable_server {
@@ -276,6 +351,21 @@ async fn expire_sessions_loop(shared: Arc<Shared>) {
     let mut counted: std::collections::HashSet<i64> = std::collections::HashSet::new();
     loop {
         interval.tick().await;
+        if !shared.is_leader() {
+            // Followers keep only the sessions the replicated table still has.
+            let sm = shared.sm.read();
+            shared.tracker.retain(|id| sm.session(id).is_some());
+            continue;
+        }
+        {
+            // Sessions created or restored through other servers are tracked from now
+            // on; sessions gone from the table (closed, expired) are dropped.
+            let sm = shared.sm.read();
+            shared.tracker.retain(|id| sm.session(id).is_some());
+            for (id, s) in sm.sessions() {
+                shared.tracker.add_if_absent(*id, s.timeout_ms);
+            }
+        }
         let expired = shared.tracker.take_expired(Instant::now());
         if expired.is_empty() {
             continue;
@@ -312,10 +402,13 @@ async fn expire_sessions_loop(shared: Arc<Shared>) {
 /// Installs the built-in recipes found in `recipe.builtinDir` that the cluster does
 /// not have yet, before clients are served. Problems are logged, not fatal: a server
 /// without its built-ins still serves ZooKeeper clients and uploaded recipes.
-async fn install_builtin_recipes(shared: &Arc<Shared>) {
+///
+/// Returns false if a proposal failed (no leader yet, say), so the caller may retry.
+async fn install_builtin_recipes(shared: &Arc<Shared>) -> bool {
     let Some(dir) = shared.config.recipe_builtin_dir.clone() else {
-        return;
+        return true;
     };
+    let mut complete = true;
     for name in crate::config::BUILTIN_RECIPES {
         let path = dir.join(format!("{name}.wasm"));
         if shared.sm.read().recipe_resolve(name, -1).is_some() {
@@ -347,9 +440,13 @@ async fn install_builtin_recipes(shared: &Arc<Shared>) {
                     )
                 }
             },
-            Err(e) => tracing::warn!(recipe = name, error = %e, "built-in recipe not installed"),
+            Err(e) => {
+                complete = false;
+                tracing::warn!(recipe = name, error = %e, "built-in recipe not installed")
+            }
         }
     }
+    complete
 }
 
 /// How often the leader looks for due recipe timers: the resolution of recipe timers.
@@ -363,6 +460,9 @@ async fn recipe_timers_loop(shared: Arc<Shared>) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
+        if !shared.is_leader() {
+            continue;
+        }
         let due = shared.sm.read().next_recipe_timer();
         if due.is_none_or(|at| at > now_ms()) {
             continue;
@@ -382,6 +482,9 @@ async fn remove_stale_nodes_loop(shared: Arc<Shared>) {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         interval.tick().await;
+        if !shared.is_leader() {
+            continue;
+        }
         let paths = shared.sm.read().stale_nodes(now_ms());
         if paths.is_empty() {
             continue;
@@ -394,4 +497,95 @@ async fn remove_stale_nodes_loop(shared: Arc<Shared>) {
             tracing::warn!(error = %e, "stale node removal failed");
         }
     }
+}
+
+/// What an ensemble member derives from its configuration before raft starts.
+struct MemberSetup {
+    my_id: u64,
+    peer_addr: SocketAddr,
+    /// The voters of the file, proposed by a pristine voter (None for an observer).
+    bootstrap: Option<std::collections::BTreeMap<u64, openraft::BasicNode>>,
+    observers: std::collections::BTreeMap<u64, openraft::BasicNode>,
+}
+
+impl MemberSetup {
+    /// Reads `myid`, finds this server's line, and makes its client address the one
+    /// the line gives (if it gives one).
+    fn new(config: &mut Config) -> Result<MemberSetup, ServerError> {
+        let myid_path = config.data_dir.join("myid");
+        let text = std::fs::read_to_string(&myid_path).map_err(|e| {
+            ServerError::Cluster(format!(
+                "{}: {e} (an ensemble member needs its server id in dataDir/myid, as ZooKeeper)",
+                myid_path.display()
+            ))
+        })?;
+        let my_id: u64 = text.trim().parse().map_err(|e| {
+            ServerError::Cluster(format!(
+                "{}: {text:?} is not a server id: {e}",
+                myid_path.display()
+            ))
+        })?;
+        let me = config.servers.get(&my_id).cloned().ok_or_else(|| {
+            ServerError::Cluster(format!(
+                "myid is {my_id} but there is no server.{my_id} line"
+            ))
+        })?;
+        let peer_addr = resolve(&me.peer_addr())?;
+        if let Some((host, port)) = &me.client {
+            config.client_port_address = host.parse().map_err(|e| {
+                ServerError::Cluster(format!("server.{my_id}: client address {host:?}: {e}"))
+            })?;
+            config.client_port = *port;
+        }
+        config.my_id = my_id;
+        let observer = me.observer || config.peer_type_observer;
+        let node = |s: &crate::config::ServerSpec| openraft::BasicNode::new(s.peer_addr());
+        let voters: std::collections::BTreeMap<_, _> = config
+            .servers
+            .iter()
+            .filter(|(_, s)| !s.observer)
+            .map(|(id, s)| (*id, node(s)))
+            .collect();
+        if voters.is_empty() {
+            return Err(ServerError::Cluster("no server.N line is a voter".into()));
+        }
+        let observers = config
+            .servers
+            .iter()
+            .filter(|(id, s)| s.observer || (**id == my_id && observer))
+            .map(|(id, s)| (*id, node(s)))
+            .collect();
+        Ok(MemberSetup {
+            my_id,
+            peer_addr,
+            bootstrap: (!observer).then_some(voters),
+            observers,
+        })
+    }
+
+    /// The openraft configuration of a member: the standalone one (snapshots, purge)
+    /// plus the election timing of `raft.electionTimeoutMs` / `raft.heartbeatMs`.
+    fn raft_config(&self, config: &Config) -> Result<openraft::Config, ServerError> {
+        let base = crate::raft::standalone_config(config.snap_count)
+            .map_err(|e| ServerError::Cluster(e.to_string()))?;
+        let election = config.election_timeout_ms.max(config.heartbeat_ms * 3);
+        openraft::Config {
+            heartbeat_interval: config.heartbeat_ms,
+            election_timeout_min: election,
+            election_timeout_max: election * 2,
+            // Snapshot chunks travel on a shared connection; allow for a busy machine.
+            install_snapshot_timeout: election.max(2000),
+            ..base
+        }
+        .validate()
+        .map_err(|e| ServerError::Cluster(e.to_string()))
+    }
+}
+
+fn resolve(addr: &str) -> Result<SocketAddr, ServerError> {
+    use std::net::ToSocketAddrs;
+    addr.to_socket_addrs()
+        .map_err(|e| ServerError::Cluster(format!("{addr}: {e}")))?
+        .next()
+        .ok_or_else(|| ServerError::Cluster(format!("{addr}: no address")))
 }

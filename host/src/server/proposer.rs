@@ -8,11 +8,19 @@
 //! light load an entry holds one operation and nothing waits; under heavy load one
 //! fsync covers hundreds. Operations leave in the order they arrived, so a
 //! connection's writes are applied in the order it sent them.
+//!
+//! In an ensemble only the leader appends to the log. A follower's batches go to the
+//! leader as one `Forward` request each (sent in order on one connection, and queued
+//! there in that order); the follower answers its clients only once it has applied
+//! the entry itself, so a session reads its own writes on the server it is connected
+//! to, and the watch events of that entry reach the client before the reply.
 
+use super::cluster::{wait_applied, Cluster, FORWARD_TIMEOUT};
 use super::now_ms;
 use crate::admin::metrics::Histogram;
 use crate::app::Raft;
-use crate::command::{Command, CommandOp, CommandOutput};
+use crate::command::{Command, CommandOp, CommandOutput, ZXID_POSITION_BITS};
+use crate::peer::{PeerRequest, PeerResponse};
 use futures::future::BoxFuture;
 use std::sync::Arc;
 use std::time::Instant;
@@ -46,12 +54,14 @@ pub struct Proposer {
 impl Proposer {
     /// Starts the batching task for `raft`. Each applied operation's time from
     /// [`Proposer::propose`] to its result is recorded in `commit_latency`.
+    /// `cluster` is None for a standalone server (always its own leader).
     pub fn start(
         raft: Raft,
         commit_latency: Arc<Histogram>,
+        cluster: Option<Arc<Cluster>>,
     ) -> (Proposer, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::unbounded_channel();
-        let task = tokio::spawn(run(raft, rx, commit_latency));
+        let task = tokio::spawn(run(raft, rx, commit_latency, cluster));
         (Proposer { tx }, task)
     }
 
@@ -73,7 +83,12 @@ impl Proposer {
     }
 }
 
-async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Queued>, commit_latency: Arc<Histogram>) {
+async fn run(
+    raft: Raft,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    commit_latency: Arc<Histogram>,
+    cluster: Option<Arc<Cluster>>,
+) {
     let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
     loop {
         // Wait for room in raft first: what arrives meanwhile joins the next batch.
@@ -92,6 +107,58 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Queued>, commit_latency
                 Err(_) => break,
             }
         }
+        let leader = match &cluster {
+            None => Ok(None),
+            Some(c) => c.leader(&raft).await,
+        };
+        let leader = match leader {
+            Ok(l) => l,
+            Err(e) => {
+                drop(permit);
+                for (reply, _) in replies {
+                    let _ = reply.send(Err(ProposeError::Write(e.clone())));
+                }
+                continue;
+            }
+        };
+        if let Some(leader) = leader {
+            // Enqueued on the leader connection before the next batch is: order kept.
+            let sent = leader.send(&PeerRequest::Forward { ops }).await;
+            let raft = raft.clone();
+            let commit_latency = commit_latency.clone();
+            tokio::spawn(async move {
+                let outcome = match sent {
+                    Err(e) => Err(ProposeError::Write(e.to_string())),
+                    Ok(rx) => match leader.wait(rx, FORWARD_TIMEOUT).await {
+                        Ok(PeerResponse::Forward(Ok(outputs))) => Ok(outputs),
+                        Ok(PeerResponse::Forward(Err(e))) | Ok(PeerResponse::Refused(e)) => {
+                            Err(ProposeError::Write(e))
+                        }
+                        Ok(other) => Err(ProposeError::Write(format!(
+                            "unexpected answer to forwarded writes: {other:?}"
+                        ))),
+                        Err(e) => Err(ProposeError::Write(e.to_string())),
+                    },
+                };
+                let outcome = match outcome {
+                    Ok(outputs) => {
+                        let index = outputs
+                            .iter()
+                            .map(|o| (o.zxid as u64) >> ZXID_POSITION_BITS)
+                            .max()
+                            .unwrap_or(0);
+                        wait_applied(&raft, index)
+                            .await
+                            .map(|()| outputs)
+                            .map_err(ProposeError::Write)
+                    }
+                    Err(e) => Err(e),
+                };
+                drop(permit);
+                deliver(replies, outcome, &commit_latency);
+            });
+            continue;
+        }
         let submitted = raft
             .client_write_ff(Command {
                 time_ms: now_ms(),
@@ -109,19 +176,37 @@ async fn run(raft: Raft, mut rx: mpsc::UnboundedReceiver<Queued>, commit_latency
                 },
             };
             drop(permit);
-            match outcome {
-                Ok(outputs) => {
-                    for ((reply, proposed), out) in replies.into_iter().zip(outputs) {
-                        commit_latency.observe(proposed.elapsed());
-                        let _ = reply.send(Ok(out));
-                    }
-                }
-                Err(e) => {
-                    for (reply, _) in replies {
-                        let _ = reply.send(Err(e.clone()));
-                    }
-                }
-            }
+            deliver(replies, outcome, &commit_latency);
         });
+    }
+}
+
+fn deliver(
+    replies: Vec<(Reply, Instant)>,
+    outcome: Result<Vec<CommandOutput>, ProposeError>,
+    commit_latency: &Histogram,
+) {
+    match outcome {
+        Ok(outputs) if outputs.len() == replies.len() => {
+            for ((reply, proposed), out) in replies.into_iter().zip(outputs) {
+                commit_latency.observe(proposed.elapsed());
+                let _ = reply.send(Ok(out));
+            }
+        }
+        Ok(outputs) => {
+            let e = ProposeError::Write(format!(
+                "{} results for {} operations",
+                outputs.len(),
+                replies.len()
+            ));
+            for (reply, _) in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
+        Err(e) => {
+            for (reply, _) in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
     }
 }

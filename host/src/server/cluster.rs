@@ -1,0 +1,355 @@
+//! What a server does as a member of an ensemble, beyond serving its own clients:
+//! knowing who leads, reporting its sessions' liveness to the leader, catching up on
+//! `sync`, reporting status and changing membership.
+//!
+//! # Global sessions
+//!
+//! A session belongs to the ensemble, not to the server its client is connected to
+//! (ZooKeeper's global sessions). Every server notes traffic from the sessions
+//! connected to it; followers report those ids to the leader every half tick
+//! ([`liveness_loop`]). Only the leader's [`super::SessionTracker`] decides expiry,
+//! which it proposes through the log, so every replica deletes the same ephemerals at
+//! the same zxid. A server that becomes leader first gives every session a fresh
+//! timeout ([`leader_duties_loop`]), so sessions whose reports went to the old leader
+//! are not expired for the time that leader was failing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use openraft::{BasicNode, ChangeMembers, ServerState};
+
+use super::Shared;
+use crate::peer::{PeerClient, PeerPool, PeerRequest, PeerResponse, StatusReport};
+
+/// How long a write or a sync waits for a leader to be known before failing (the
+/// client then sees a connection loss and retries, as with ZooKeeper mid-election).
+pub const LEADER_WAIT: Duration = Duration::from_secs(5);
+/// How long a forwarded write may take, from leaving this server to being applied here.
+pub const FORWARD_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// This server's place in an ensemble.
+pub struct Cluster {
+    pub my_id: u64,
+    pub pool: PeerPool,
+    /// Observers named in the configuration file: added as learners by the first leader.
+    pub config_observers: BTreeMap<u64, BasicNode>,
+}
+
+impl Cluster {
+    /// The current leader's peer client, None if this server leads, or an error if no
+    /// leader became known within [`LEADER_WAIT`].
+    pub async fn leader(&self, raft: &crate::app::Raft) -> Result<Option<PeerClient>, String> {
+        let mut rx = raft.metrics();
+        let deadline = tokio::time::Instant::now() + LEADER_WAIT;
+        loop {
+            {
+                let m = rx.borrow_and_update();
+                if let Some(leader) = m.current_leader {
+                    if leader == self.my_id {
+                        return Ok(None);
+                    }
+                    if let Some(node) = m.membership_config.membership().get_node(&leader) {
+                        return Ok(Some(self.pool.get(&node.addr)));
+                    }
+                }
+                if m.state == ServerState::Shutdown {
+                    return Err("raft is shut down".into());
+                }
+            }
+            match tokio::time::timeout_at(deadline, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err("raft is shut down".into()),
+                Err(_) => return Err(format!("no leader known after {LEADER_WAIT:?}")),
+            }
+        }
+    }
+}
+
+impl Shared {
+    /// True if this server leads (a standalone server always does once started).
+    pub fn is_leader(&self) -> bool {
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        m.state == ServerState::Leader
+    }
+
+    /// ZooKeeper's name for this server's role: standalone, leader, follower, observer.
+    pub fn role(&self) -> &'static str {
+        if self.cluster.is_none() {
+            return "standalone";
+        }
+        match self.raft.metrics().borrow().state {
+            ServerState::Leader => "leader",
+            ServerState::Learner => "observer",
+            ServerState::Shutdown => "shutdown",
+            ServerState::Follower | ServerState::Candidate => "follower",
+        }
+    }
+
+    /// Traffic from session `id` (on this server or reported by another): true if the
+    /// session is live. Sessions unknown to this server's tracker but present in the
+    /// replicated table (created through another server, or before a leader change)
+    /// start being tracked with their full timeout.
+    pub fn touch_session(&self, id: i64) -> bool {
+        self.tracker.note_activity(id);
+        if self.tracker.touch(id) {
+            return true;
+        }
+        let timeout = self.sm.read().session(id).map(|s| s.timeout_ms);
+        match timeout {
+            Some(t) => self.tracker.add_if_absent(id, t),
+            None => false,
+        }
+    }
+
+    /// `sync`: returns once this server has applied everything the leader had
+    /// committed when the sync arrived.
+    pub async fn linearize(&self) -> Result<(), String> {
+        let Some(cluster) = &self.cluster else {
+            return self
+                .raft
+                .ensure_linearizable()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string());
+        };
+        match cluster.leader(&self.raft).await? {
+            None => self
+                .raft
+                .ensure_linearizable()
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+            Some(leader) => match leader.call(&PeerRequest::ReadIndex, FORWARD_TIMEOUT).await {
+                Ok(PeerResponse::ReadIndex(Ok(index))) => wait_applied(&self.raft, index).await,
+                Ok(PeerResponse::ReadIndex(Err(e))) => Err(e),
+                Ok(other) => Err(format!("unexpected answer to a read index: {other:?}")),
+                Err(e) => Err(e.to_string()),
+            },
+        }
+    }
+
+    /// This server's status, for `wazoo admin status` and multi-server tests.
+    pub fn status_report(&self) -> StatusReport {
+        let m = self.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        let voter_ids: BTreeSet<u64> = membership.voter_ids().collect();
+        let mut voters = Vec::new();
+        let mut learners = Vec::new();
+        for (id, node) in membership.nodes() {
+            if voter_ids.contains(id) {
+                voters.push((*id, node.addr.clone()));
+            } else {
+                learners.push((*id, node.addr.clone()));
+            }
+        }
+        let replication = m
+            .replication
+            .as_ref()
+            .map(|r| r.iter().map(|(id, l)| (*id, l.map(|l| l.index))).collect())
+            .unwrap_or_default();
+        let sm = self.sm.read();
+        StatusReport {
+            id: self.cluster.as_ref().map_or(m.id, |c| c.my_id),
+            role: self.role().to_string(),
+            term: m.current_term,
+            leader: m.current_leader,
+            last_log_index: m.last_log_index,
+            applied: m.last_applied.map(|l| l.index),
+            snapshot: m.snapshot.map(|l| l.index),
+            purged: m.purged.map(|l| l.index),
+            voters,
+            learners,
+            replication,
+            sessions: sm.sessions().len(),
+            connections: self
+                .stats
+                .connections
+                .load(std::sync::atomic::Ordering::Relaxed)
+                .max(0) as u64,
+            client_addr: self.client_addr.to_string(),
+            digest: sm.digest(),
+            digest_index: m.last_applied.map_or(0, |l| l.index),
+        }
+    }
+}
+
+/// Waits until this server has applied log index `index`.
+pub async fn wait_applied(raft: &crate::app::Raft, index: u64) -> Result<(), String> {
+    raft.wait(Some(FORWARD_TIMEOUT))
+        .applied_index_at_least(Some(index), "applied the forwarded write")
+        .await
+        .map(|_| ())
+        .map_err(|e| format!("this server did not apply index {index}: {e}"))
+}
+
+/// Follower duty: every half tick, report to the leader the sessions that had traffic
+/// here since the last report.
+pub async fn liveness_loop(shared: Arc<Shared>) {
+    let Some(cluster) = &shared.cluster else {
+        return;
+    };
+    let period = Duration::from_millis((shared.config.tick_time_ms as u64 / 2).max(10));
+    let mut interval = tokio::time::interval(period);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let sessions = shared.tracker.take_activity();
+        if sessions.is_empty() || shared.is_leader() {
+            continue;
+        }
+        let leader = match cluster.leader(&shared.raft).await {
+            Ok(Some(leader)) => leader,
+            // Became leader meanwhile: its own tracker saw the traffic.
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::debug!(error = %e, "no leader to report session liveness to");
+                continue;
+            }
+        };
+        if let Err(e) = leader
+            .call(&PeerRequest::Alive { sessions }, Duration::from_secs(2))
+            .await
+        {
+            tracing::debug!(error = %e, "session liveness report failed");
+        }
+    }
+}
+
+/// Leader duties that depend on becoming leader: fresh session timeouts for every
+/// session, and (once, on a new ensemble) adding the configured observers.
+pub async fn leader_duties_loop(shared: Arc<Shared>) {
+    let mut rx = shared.raft.metrics();
+    let mut was_leader = false;
+    loop {
+        let (is_leader, fresh_membership) = {
+            let m = rx.borrow_and_update();
+            let fresh = m.membership_config.log_id().is_none_or(|l| l.index == 0);
+            (m.state == ServerState::Leader, fresh)
+        };
+        if is_leader && !was_leader {
+            let sessions: Vec<(i64, i32)> = shared
+                .sm
+                .read()
+                .sessions()
+                .iter()
+                .map(|(id, s)| (*id, s.timeout_ms))
+                .collect();
+            tracing::info!(
+                sessions = sessions.len(),
+                "became leader; every session gets a fresh timeout"
+            );
+            shared.tracker.reset(&sessions);
+            if let Some(cluster) = &shared.cluster {
+                if fresh_membership && !cluster.config_observers.is_empty() {
+                    let shared = shared.clone();
+                    tokio::spawn(async move { add_config_observers(&shared).await });
+                }
+            }
+        }
+        was_leader = is_leader;
+        if rx.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
+async fn add_config_observers(shared: &Arc<Shared>) {
+    let Some(cluster) = &shared.cluster else {
+        return;
+    };
+    for (id, node) in &cluster.config_observers {
+        match shared.raft.add_learner(*id, node.clone(), false).await {
+            Ok(_) => tracing::info!(observer = id, addr = %node.addr, "observer added"),
+            Err(e) => tracing::warn!(observer = id, error = %e, "cannot add observer"),
+        }
+    }
+}
+
+/// `wazoo admin add-server`: on the leader, add `id` as a learner, wait for it to catch
+/// up (through a snapshot if the log it needs is purged), then make it a voter by joint
+/// consensus. On another server, pass the request to the leader.
+pub async fn add_server(
+    shared: &Arc<Shared>,
+    id: u64,
+    peer_addr: String,
+    voter: bool,
+) -> Result<String, String> {
+    let Some(cluster) = &shared.cluster else {
+        return Err(
+            "this server is standalone; start it with server.N lines to form an ensemble".into(),
+        );
+    };
+    if let Some(leader) = cluster.leader(&shared.raft).await? {
+        return match leader
+            .call(
+                &PeerRequest::AddServer {
+                    id,
+                    peer_addr,
+                    voter,
+                },
+                Duration::from_secs(120),
+            )
+            .await
+        {
+            Ok(PeerResponse::Admin(r)) => r,
+            Ok(other) => Err(format!("unexpected answer: {other:?}")),
+            Err(e) => Err(e.to_string()),
+        };
+    }
+    let node = BasicNode::new(peer_addr.clone());
+    shared
+        .raft
+        .add_learner(id, node, true)
+        .await
+        .map_err(|e| format!("adding server {id} as a learner: {e}"))?;
+    if !voter {
+        return Ok(format!("server {id} ({peer_addr}) added as an observer"));
+    }
+    shared
+        .raft
+        .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([id])), false)
+        .await
+        .map_err(|e| format!("promoting server {id} to voter: {e}"))?;
+    Ok(format!("server {id} ({peer_addr}) added as a voter"))
+}
+
+/// `wazoo admin remove-server`: remove a voter (joint consensus) or an observer.
+pub async fn remove_server(shared: &Arc<Shared>, id: u64) -> Result<String, String> {
+    let Some(cluster) = &shared.cluster else {
+        return Err("this server is standalone".into());
+    };
+    if let Some(leader) = cluster.leader(&shared.raft).await? {
+        return match leader
+            .call(&PeerRequest::RemoveServer { id }, Duration::from_secs(60))
+            .await
+        {
+            Ok(PeerResponse::Admin(r)) => r,
+            Ok(other) => Err(format!("unexpected answer: {other:?}")),
+            Err(e) => Err(e.to_string()),
+        };
+    }
+    let (is_voter, is_member) = {
+        let m = shared.raft.metrics().borrow().clone();
+        let membership = m.membership_config.membership();
+        (
+            membership.voter_ids().any(|v| v == id),
+            membership.get_node(&id).is_some(),
+        )
+    };
+    if !is_member {
+        return Err(format!("server {id} is not a member"));
+    }
+    let change = if is_voter {
+        ChangeMembers::RemoveVoters(BTreeSet::from([id]))
+    } else {
+        ChangeMembers::RemoveNodes(BTreeSet::from([id]))
+    };
+    shared
+        .raft
+        .change_membership(change, false)
+        .await
+        .map_err(|e| format!("removing server {id}: {e}"))?;
+    Ok(format!("server {id} removed"))
+}
