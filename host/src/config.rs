@@ -81,6 +81,18 @@ pub struct Config {
     pub election_timeout_ms: u64,
     /// `raft.heartbeatMs`: how often the leader heartbeats its followers.
     pub heartbeat_ms: u64,
+    /// `raft.bootstrap` (default true): a voter with an empty data dir proposes the
+    /// file's voters as a new ensemble. Set it to false on a server that is to join an
+    /// existing ensemble through `wazoo admin add-server`, so it waits to be added
+    /// instead of forming an ensemble of its own.
+    pub raft_bootstrap: bool,
+    /// `raft.peerListenAddress`: where this server listens for peers, if not on the
+    /// address of its own `server.N` line (behind a proxy or NAT, or on a multi-homed
+    /// host).
+    pub peer_listen_address: Option<std::net::SocketAddr>,
+    /// `raft.peerSourceAddress`: the local address this server dials its peers from
+    /// (default: chosen by the OS).
+    pub peer_source_address: Option<IpAddr>,
     /// This server's id in the ensemble (the `myid` file in `data_dir`, read at start);
     /// 0 for a standalone server.
     pub my_id: u64,
@@ -114,6 +126,9 @@ impl Default for Config {
             peer_type_observer: false,
             election_timeout_ms: 1000,
             heartbeat_ms: 100,
+            raft_bootstrap: true,
+            peer_listen_address: None,
+            peer_source_address: None,
             unknown: BTreeMap::new(),
         }
     }
@@ -219,6 +234,11 @@ impl Config {
             }
             "raft.electionTimeoutMs" => self.election_timeout_ms = num::<u64>(key, value)?.max(10),
             "raft.heartbeatMs" => self.heartbeat_ms = num::<u64>(key, value)?.max(1),
+            "raft.peerListenAddress" => self.peer_listen_address = Some(num(key, value)?),
+            "raft.peerSourceAddress" => self.peer_source_address = Some(num(key, value)?),
+            "raft.bootstrap" => {
+                self.raft_bootstrap = num::<bool>(key, &value.to_ascii_lowercase())?
+            }
             _ if key.starts_with("server.") => {
                 let id = key["server.".len()..]
                     .parse::<u64>()

@@ -32,6 +32,7 @@
 
 pub mod acl;
 pub mod admin;
+pub mod admin_cli;
 pub mod app;
 pub mod bench;
 pub mod cli;

@@ -21,7 +21,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run a standalone server (defaults: 127.0.0.1:2181, data under ./data).
+    /// Run a server: standalone (defaults: 127.0.0.1:2181, data under ./data), or an
+    /// ensemble member when the config file has server.N lines (and dataDir has myid).
     Serve(ServeArgs),
     /// Load-test a ZooKeeper-protocol server (Wazoo or Apache ZooKeeper); prints one JSON line.
     Bench(wazoo::bench::BenchArgs),
@@ -44,6 +45,10 @@ enum Command {
     /// Interactive shell like zkCli.sh (`-c CMD` runs one command; piped stdin runs
     /// one command per line).
     Cli(wazoo::cli::CliArgs),
+    /// Ensemble administration over the peer ports: `status`, `add-server`,
+    /// `remove-server`.
+    #[command(subcommand)]
+    Admin(wazoo::admin_cli::AdminCommand),
 }
 
 #[derive(clap::Args)]
@@ -97,6 +102,7 @@ fn main() -> std::process::ExitCode {
         // Prints its own `error: NAME: message` and chooses the exit status.
         Command::Recipe(cmd) => return runtime.block_on(wazoo::recipe_cli::run(cmd)),
         Command::Cli(args) => return runtime.block_on(wazoo::cli::run(args)),
+        Command::Admin(cmd) => runtime.block_on(wazoo::admin_cli::run(cmd)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -15,9 +15,11 @@ use std::time::Duration;
 use anyhow::Context;
 
 pub mod diff;
+pub mod ensemble;
 pub mod wazoo_process;
 pub mod zookeeper;
 
+pub use ensemble::Ensemble;
 pub use wazoo_process::WazooProcess;
 pub use zookeeper::ZooKeeperProcess;
 

@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use parking_lot::Mutex;
-use tokio::net::TcpStream;
+use std::net::{IpAddr, SocketAddr};
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{mpsc, oneshot};
 
 use super::wire::{self, FrameError, PeerRequest, PeerResponse};
@@ -46,13 +47,20 @@ struct Conn {
 #[derive(Clone)]
 pub struct PeerClient {
     addr: Arc<str>,
+    source: Option<IpAddr>,
     conn: Arc<tokio::sync::Mutex<Option<Arc<Conn>>>>,
 }
 
 impl PeerClient {
     pub fn new(addr: &str) -> PeerClient {
+        PeerClient::with_source(addr, None)
+    }
+
+    /// A client that dials from local address `source` (`raft.peerSourceAddress`).
+    pub fn with_source(addr: &str, source: Option<IpAddr>) -> PeerClient {
         PeerClient {
             addr: addr.into(),
+            source,
             conn: Arc::new(tokio::sync::Mutex::new(None)),
         }
     }
@@ -128,7 +136,7 @@ impl PeerClient {
             addr: self.addr.to_string(),
             why,
         };
-        let stream = tokio::time::timeout(DIAL_TIMEOUT, TcpStream::connect(&*self.addr))
+        let stream = tokio::time::timeout(DIAL_TIMEOUT, dial(&self.addr, self.source))
             .await
             .map_err(|_| unreachable(format!("no connection within {DIAL_TIMEOUT:?}")))?
             .map_err(|e| unreachable(e.to_string()))?;
@@ -186,18 +194,47 @@ impl PeerClient {
     }
 }
 
+async fn dial(addr: &str, source: Option<IpAddr>) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let mut last = None;
+    for target in tokio::net::lookup_host(addr).await? {
+        let socket = if target.is_ipv4() {
+            TcpSocket::new_v4()?
+        } else {
+            TcpSocket::new_v6()?
+        };
+        socket.bind(SocketAddr::new(source, 0))?;
+        match socket.connect(target).await {
+            Ok(s) => return Ok(s),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other(format!("{addr}: no address"))))
+}
+
 /// One [`PeerClient`] per address, shared by raft and the forwarder.
 #[derive(Clone, Default)]
 pub struct PeerPool {
     clients: Arc<Mutex<HashMap<String, PeerClient>>>,
+    source: Option<IpAddr>,
 }
 
 impl PeerPool {
+    /// A pool whose connections are dialed from `source`, if given.
+    pub fn new(source: Option<IpAddr>) -> PeerPool {
+        PeerPool {
+            clients: Arc::default(),
+            source,
+        }
+    }
+
     pub fn get(&self, addr: &str) -> PeerClient {
         self.clients
             .lock()
             .entry(addr.to_string())
-            .or_insert_with(|| PeerClient::new(addr))
+            .or_insert_with(|| PeerClient::with_source(addr, self.source))
             .clone()
     }
 }

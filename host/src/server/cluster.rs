@@ -170,7 +170,9 @@ impl Shared {
                 .max(0) as u64,
             client_addr: self.client_addr.to_string(),
             digest: sm.digest(),
-            digest_index: m.last_applied.map_or(0, |l| l.index),
+            // From the state machine itself, under the same lock as the digest (raft's
+            // metrics may trail the state machine by an entry).
+            digest_index: (sm.last_zxid() as u64) >> crate::command::ZXID_POSITION_BITS,
         }
     }
 }

@@ -172,7 +172,7 @@ impl Server {
                 None,
             ),
             Some(m) => {
-                let pool = crate::peer::PeerPool::default();
+                let pool = crate::peer::PeerPool::new(config.peer_source_address);
                 // Listen first: the other members may start replicating to us as soon
                 // as our raft runs.
                 let listener =
@@ -530,7 +530,10 @@ impl MemberSetup {
                 "myid is {my_id} but there is no server.{my_id} line"
             ))
         })?;
-        let peer_addr = resolve(&me.peer_addr())?;
+        let peer_addr = match config.peer_listen_address {
+            Some(a) => a,
+            None => resolve(&me.peer_addr())?,
+        };
         if let Some((host, port)) = &me.client {
             config.client_port_address = host.parse().map_err(|e| {
                 ServerError::Cluster(format!("server.{my_id}: client address {host:?}: {e}"))
@@ -558,7 +561,7 @@ impl MemberSetup {
         Ok(MemberSetup {
             my_id,
             peer_addr,
-            bootstrap: (!observer).then_some(voters),
+            bootstrap: (!observer && config.raft_bootstrap).then_some(voters),
             observers,
         })
     }
