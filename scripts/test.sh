@@ -10,7 +10,9 @@
 #                recipe tests load the built modules from there
 #   cargo build  cargo build --workspace --all-targets (debug)
 #   cargo test   cargo test --workspace --no-fail-fast
-#   pytest       tests/python (kazoo and zkCli.sh against Apache ZooKeeper and Wazoo)
+#   diff ensemble  the differential scripts against a follower of a 3-server ensemble
+#   pytest       tests/python (kazoo and zkCli.sh against Apache ZooKeeper, Wazoo, and a
+#                follower of a 3-server Wazoo ensemble)
 #   fuzz         cargo-fuzz on the frame decoder, briefly (WAZOO_FUZZ_SECS, default 20)
 # Exits non-zero if any phase failed, after printing a summary with each phase's time.
 #
@@ -81,6 +83,9 @@ phase "recipes" 1800 "$ROOT/scripts/build-recipes.sh" --test
 # --- Rust ---
 phase "cargo build" 2400 cargo build --workspace --all-targets
 phase "cargo test" 1500 cargo test --workspace --no-fail-fast
+# The differential scripts again, with the client on a follower of a 3-server ensemble.
+phase "diff ensemble" 900 env WAZOO_DIFF_CANDIDATE=wazoo-ensemble \
+    cargo test -p wazoo-tests --test differential --no-fail-fast
 
 # --- Python: kazoo and zkCli.sh against both servers ---
 phase "pytest" 1500 "$WAZOO_VENV/bin/python" -m pytest "$ROOT/tests/python" \

@@ -96,6 +96,40 @@ pub enum CommandOp {
     },
 }
 
+impl CommandOp {
+    /// Roughly how many bytes this operation adds to a log entry: what the proposer
+    /// bounds a batch by, so one entry (and one append to a follower) stays small
+    /// enough to replicate well within a heartbeat.
+    pub fn approx_bytes(&self) -> usize {
+        fn write_op(op: &WriteOp) -> usize {
+            64 + op.path().len()
+                + match op {
+                    WriteOp::Create(c) => c.data.as_ref().map_or(0, Vec::len) + 32 * c.acl.len(),
+                    WriteOp::SetData(s) => s.data.as_ref().map_or(0, Vec::len),
+                    WriteOp::Delete(_) | WriteOp::Check(_) => 0,
+                }
+        }
+        64 + match self {
+            CommandOp::Write { request, .. } => match request {
+                WriteRequest::Op(op) => write_op(op),
+                WriteRequest::SetAcl(s) => s.path.len() + 32 * s.acl.len(),
+                WriteRequest::Multi(ops) => ops.iter().map(write_op).sum(),
+            },
+            CommandOp::RecipeUpload { module, .. } | CommandOp::RecipeInstall { module, .. } => {
+                module.len()
+            }
+            CommandOp::RecipeCall { args, .. } => args.len(),
+            CommandOp::ExpireSessions { session_ids } => 8 * session_ids.len(),
+            CommandOp::RemoveStale { paths } => paths.iter().map(String::len).sum(),
+            CommandOp::CreateSession { .. }
+            | CommandOp::CloseSession { .. }
+            | CommandOp::RecipeDelete { .. }
+            | CommandOp::RecipeTimers
+            | CommandOp::RecipeAdoptRuntime { .. } => 0,
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum WriteRequest {
     Op(WriteOp),

@@ -16,7 +16,11 @@ Environment: WAZOO_BIN (required for the Wazoo half), ZK_HOME (default
 /usr/share/zookeeper), ZK_CLASSPATH (default: CLASSPATH from $ZK_HOME/bin/zkEnv.sh),
 WAZOO_TEST_SEED (seed for the random parts of the tests; printed at start).
 
-Run only the ZooKeeper half with `pytest -k zookeeper`, only Wazoo with `-k wazoo`.
+  * wazoo_ensemble: three Wazoo servers with server.N lines and myid files; tests talk
+    to a follower (writes forwarded to the leader, reads served by the replica).
+
+Run only the ZooKeeper part with `pytest -k zookeeper`, only standalone Wazoo with
+`-k "wazoo and not ensemble"`, only the ensemble with `-k ensemble`.
 """
 
 import atexit
@@ -39,7 +43,7 @@ ZK_HOME = Path(os.environ.get("ZK_HOME", "/usr/share/zookeeper"))
 ZK_MAIN = "org.apache.zookeeper.server.ZooKeeperServerMain"
 WAZOO_READY_RE = re.compile(r"wazoo: serving ZooKeeper clients on (\S+):(\d+)\s*$")
 START_TIMEOUT = float(os.environ.get("WAZOO_TEST_START_TIMEOUT", "60"))
-SERVER_KINDS = ["zookeeper", "wazoo"]
+SERVER_KINDS = ["zookeeper", "wazoo", "wazoo_ensemble"]
 # Wazoo flags matching the reference ZooKeeper's zoo.cfg below (tickTime=2000 is the
 # default of both).
 WAZOO_REFERENCE_ARGS = ["--set", "4lw.commands.whitelist=*", "--set", "extendedTypesEnabled=true"]
@@ -281,6 +285,7 @@ class WazooServer(ServerProcess):
         self.binary = binary
         self.data_dir = None
         self._reader = None
+        self.extra_args = []
 
     def start(self, data_dir=None):
         self.starts += 1
@@ -297,6 +302,7 @@ class WazooServer(ServerProcess):
             str(self.data_dir),
             # the same settings as the reference ZooKeeper's zoo.cfg
             *WAZOO_REFERENCE_ARGS,
+            *self.extra_args,
         ]
         log = open(self.log_path, "ab", buffering=0)
         log.write(f"\n=== start {self.starts}: {' '.join(cmd)}\n".encode())
@@ -356,6 +362,68 @@ class WazooServer(ServerProcess):
         return self.start(self.data_dir)
 
 
+class WazooEnsemble(ServerProcess):
+    """Three Wazoo servers forming an ensemble (server.N lines + myid, as ZooKeeper's);
+    clients talk to one of the followers, so every write is forwarded to the leader
+    and every read is served by a replica."""
+
+    kind = "wazoo_ensemble"
+
+    def __init__(self, workdir, binary):
+        super().__init__(workdir)
+        self.binary = binary
+        self.members = []
+
+    def start(self):
+        self.starts += 1
+        base = self.workdir / f"run-{self.starts}"
+        base.mkdir()
+        lines = ["tickTime=2000", "admin.enableServer=false", "4lw.commands.whitelist=*", "extendedTypesEnabled=true"]
+        for i in (1, 2, 3):
+            lines.append(f"server.{i}=127.0.0.1:{free_port()}:{free_port()}")
+        cfg = base / "zoo.cfg"
+        cfg.write_text("\n".join(lines) + "\n")
+        self.members = []
+        for i in (1, 2, 3):
+            data = base / f"s{i}"
+            data.mkdir()
+            (data / "myid").write_text(f"{i}\n")
+            m = WazooServer(base / f"m{i}", self.binary)
+            m.extra_args = ["--config", str(cfg)]
+            m.start(data)
+            self.members.append(m)
+        self.log_path = self.members[0].log_path
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            modes = []
+            for m in self.members:
+                try:
+                    srvr = m.four_letter("srvr")
+                except OSError:
+                    srvr = ""
+                mode = re.search(r"Mode: (\w+)", srvr)
+                modes.append(mode.group(1) if mode else None)
+            if modes.count("leader") == 1 and modes.count("follower") == 2:
+                follower = self.members[modes.index("follower")]
+                self.host, self.port = follower.host, follower.port
+                self.proc = follower.proc
+                return self
+            time.sleep(0.05)  # poll interval while the ensemble elects its leader
+        self.stop()
+        raise RuntimeError(f"the Wazoo ensemble elected no leader within {START_TIMEOUT}s: {modes}")
+
+    def alive(self):
+        return bool(self.members) and all(m.alive() for m in self.members)
+
+    def stop(self):
+        for m in self.members:
+            m.stop()
+        self.proc = None
+
+    def log_tail(self, n=60):
+        return "\n".join(f"--- member {i + 1} ---\n{m.log_tail(n)}" for i, m in enumerate(self.members))
+
+
 # ---------------------------------------------------------------------------- fixtures
 
 
@@ -383,6 +451,17 @@ def zookeeper_server(tmp_path_factory):
 @pytest.fixture(scope="session")
 def wazoo_server(tmp_path_factory):
     srv = WazooServer(tmp_path_factory.mktemp("wazoo"), wazoo_bin())
+    try:
+        srv.start()
+    except RuntimeError as e:
+        pytest.fail(str(e))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="session")
+def wazoo_ensemble_server(tmp_path_factory):
+    srv = WazooEnsemble(tmp_path_factory.mktemp("wazoo-ensemble"), wazoo_bin())
     try:
         srv.start()
     except RuntimeError as e:

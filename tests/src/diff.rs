@@ -1254,7 +1254,15 @@ pub async fn check(name: &str, script: Script) {
                 .await
                 .unwrap_or_else(|e| panic!("{name}: cannot start Wazoo: {e:#}")),
         ),
-        other => panic!("WAZOO_DIFF_CANDIDATE={other}: expected `wazoo` (default) or `zookeeper`"),
+        "wazoo-ensemble" => (
+            "a follower of a 3-server Wazoo ensemble",
+            servers::start_wazoo_ensemble()
+                .await
+                .unwrap_or_else(|e| panic!("{name}: cannot start a Wazoo ensemble: {e:#}")),
+        ),
+        other => panic!(
+            "WAZOO_DIFF_CANDIDATE={other}: expected `wazoo` (default), `wazoo-ensemble` or `zookeeper`"
+        ),
     };
     let cand_lines = run_script(candidate.client_addr(), script).await;
     drop(candidate);
@@ -1297,6 +1305,35 @@ pub mod servers {
         fn client_addr(&self) -> SocketAddr {
             self.addr
         }
+    }
+
+    /// A 3-voter ensemble with the reference settings; the transcript's client talks to
+    /// one of the followers.
+    struct FollowerOf {
+        ensemble: crate::ensemble::Ensemble,
+        follower: usize,
+    }
+
+    impl TestServer for FollowerOf {
+        fn client_addr(&self) -> SocketAddr {
+            self.ensemble.members[self.follower]
+                .process
+                .as_ref()
+                .map(|p| p.addr)
+                .expect("the follower runs")
+        }
+    }
+
+    pub async fn start_wazoo_ensemble() -> anyhow::Result<Box<dyn TestServer>> {
+        let f = tokio::task::spawn_blocking(|| -> anyhow::Result<FollowerOf> {
+            let ensemble =
+                crate::ensemble::Ensemble::start_plain(3, 0, crate::ensemble::REFERENCE_SETTINGS)?;
+            let leader = ensemble.wait_leader(std::time::Duration::from_secs(60))?;
+            let follower = (leader + 1) % 3;
+            Ok(FollowerOf { ensemble, follower })
+        })
+        .await??;
+        Ok(Box::new(f))
     }
 
     pub async fn start_zookeeper() -> anyhow::Result<Box<dyn TestServer>> {

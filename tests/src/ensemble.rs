@@ -74,21 +74,55 @@ pub const TEST_SETTINGS: &[&str] = &[
     "admin.enableServer=false",
 ];
 
+/// The settings of the reference ZooKeeper (tickTime 2000, every four-letter word,
+/// TTL nodes), for differential and real-client suites run against an ensemble. No
+/// built-in recipes: those suites speak plain ZooKeeper.
+pub const REFERENCE_SETTINGS: &[&str] = &[
+    "tickTime=2000",
+    "4lw.commands.whitelist=*",
+    "extendedTypesEnabled=true",
+    "admin.enableServer=false",
+];
+
 impl Ensemble {
     /// Starts `voters` voting members and `observers` observers with
-    /// [`TEST_SETTINGS`] plus `extra` zoo.cfg lines.
+    /// [`TEST_SETTINGS`] plus `extra` zoo.cfg lines, and the built-in recipes of
+    /// `$WAZOO_RECIPES_DIR` if it is set.
     pub fn start(voters: usize, observers: usize, extra: &[&str]) -> anyhow::Result<Ensemble> {
+        let mut lines: Vec<String> = TEST_SETTINGS
+            .iter()
+            .chain(extra)
+            .map(|s| s.to_string())
+            .collect();
+        if let Ok(d) = std::env::var("WAZOO_RECIPES_DIR") {
+            lines.push(format!("recipe.builtinDir={d}"));
+        }
+        Self::start_lines(voters, observers, &lines)
+    }
+
+    /// Starts an ensemble with exactly these zoo.cfg `settings` (plus its server lines).
+    pub fn start_plain(
+        voters: usize,
+        observers: usize,
+        settings: &[&str],
+    ) -> anyhow::Result<Ensemble> {
+        let lines: Vec<String> = settings.iter().map(|s| s.to_string()).collect();
+        Self::start_lines(voters, observers, &lines)
+    }
+
+    fn start_lines(
+        voters: usize,
+        observers: usize,
+        settings: &[String],
+    ) -> anyhow::Result<Ensemble> {
         let dir = tempfile::Builder::new()
             .prefix("wazoo-ensemble-")
             .tempdir()?;
         let bin = wazoo_bin()?;
         let mut cfg = String::new();
-        for line in TEST_SETTINGS.iter().chain(extra) {
+        for line in settings {
             cfg.push_str(line);
             cfg.push('\n');
-        }
-        if let Ok(d) = std::env::var("WAZOO_RECIPES_DIR") {
-            cfg.push_str(&format!("recipe.builtinDir={d}\n"));
         }
         let mut members = Vec::new();
         for i in 0..voters + observers {

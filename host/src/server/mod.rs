@@ -578,6 +578,9 @@ impl MemberSetup {
             election_timeout_max: election * 2,
             // Snapshot chunks travel on a shared connection; allow for a busy machine.
             install_snapshot_timeout: election.max(2000),
+            // openraft times an append out after one heartbeat interval: fewer entries
+            // per append (each at most ~1 MiB, see server::proposer) keep it well inside.
+            max_payload_entries: 8,
             ..base
         }
         .validate()

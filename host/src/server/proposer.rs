@@ -31,6 +31,10 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 const MAX_ENTRIES_IN_FLIGHT: usize = 2;
 /// Bound on the operations of one entry (keeps entries, and apply pauses, small).
 const MAX_OPS_PER_BATCH: usize = 1024;
+/// Bound on the approximate bytes of one entry's operations (an operation larger than
+/// this gets an entry of its own): entries are replicated whole, and an append to a
+/// follower must complete within one heartbeat interval (openraft's append timeout).
+const MAX_BYTES_PER_BATCH: usize = 1 << 20;
 
 /// Why a proposal did not produce an applied result.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -90,17 +94,32 @@ async fn run(
     cluster: Option<Arc<Cluster>>,
 ) {
     let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
+    // An operation that would have overflowed the previous batch starts the next one.
+    let mut carry: Option<Queued> = None;
     loop {
         // Wait for room in raft first: what arrives meanwhile joins the next batch.
         let Ok(permit) = in_flight.clone().acquire_owned().await else {
             return;
         };
-        let Some(first) = rx.recv().await else { return };
+        let first = match carry.take() {
+            Some(q) => q,
+            None => match rx.recv().await {
+                Some(q) => q,
+                None => return,
+            },
+        };
+        let mut bytes = first.0.approx_bytes();
         let mut ops = vec![first.0];
         let mut replies = vec![(first.1, first.2)];
         while ops.len() < MAX_OPS_PER_BATCH.min(crate::command::MAX_OPS_PER_ENTRY) {
             match rx.try_recv() {
                 Ok((op, reply, proposed)) => {
+                    let size = op.approx_bytes();
+                    if bytes + size > MAX_BYTES_PER_BATCH {
+                        carry = Some((op, reply, proposed));
+                        break;
+                    }
+                    bytes += size;
                     ops.push(op);
                     replies.push((reply, proposed));
                 }
