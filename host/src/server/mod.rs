@@ -148,10 +148,12 @@ impl Server {
         sm.set_recipe_runtime(runtime);
         let sm = Arc::new(RwLock::new(sm));
         let raft_dir = config.data_dir.join("raft");
-        let node = crate::raft::start_standalone::<TypeConfig, StateMachine>(
+        let node = crate::raft::start_standalone_with_storage::<TypeConfig, StateMachine>(
             &raft_dir,
             sm.clone(),
-            config.snap_count,
+            crate::raft::standalone_config(config.snap_count)
+                .map_err(crate::raft::StartError::from)?,
+            &config.storage_options(),
         )
         .await?;
         let tracker = SessionTracker::new();
