@@ -57,6 +57,17 @@ pub struct Config {
     pub super_digest: Option<String>,
     /// `snapCount`: a snapshot (and a log purge) every this many entries.
     pub snap_count: u64,
+    /// `autopurge.snapRetainCount` (minimum 3, as in ZooKeeper): how many RocksDB info
+    /// log files (`LOG`, `LOG.old.*`) are kept. Wazoo keeps exactly one raft snapshot
+    /// whatever this says (raft only ever needs the latest; a new one replaces it).
+    pub autopurge_snap_retain_count: usize,
+    /// `autopurge.purgeInterval` (hours; 0 = off): how often every RocksDB column family
+    /// is compacted, reclaiming purged log entries, overwritten rows and old snapshots.
+    /// `None` when 0. Unlike ZooKeeper (default 0) it is on by default, every hour.
+    pub autopurge_purge_interval: Option<std::time::Duration>,
+    /// `rocksdb.maxTotalWalSize` (bytes): cap on RocksDB's write-ahead log; past it the
+    /// column families holding the oldest WAL file are flushed and the file deleted.
+    pub max_total_wal_bytes: u64,
     /// `znode.container.checkIntervalMs`: how often the leader looks for empty
     /// containers and expired TTL nodes.
     pub container_check_interval_ms: u64,
@@ -116,6 +127,9 @@ impl Default for Config {
             four_letter_whitelist: ["srvr".to_string()].into_iter().collect(),
             super_digest: None,
             snap_count: 100_000,
+            autopurge_snap_retain_count: crate::raft::db::DEFAULT_INFO_LOG_FILES_KEPT,
+            autopurge_purge_interval: Some(crate::raft::db::DEFAULT_COMPACTION_INTERVAL),
+            max_total_wal_bytes: crate::raft::db::DEFAULT_MAX_TOTAL_WAL_BYTES,
             container_check_interval_ms: 60_000,
             admin_enable_server: true,
             admin_server_address: IpAddr::from([127, 0, 0, 1]),
@@ -208,6 +222,19 @@ impl Config {
                 self.super_digest = Some(value.to_string())
             }
             "snapCount" => self.snap_count = num::<u64>(key, value)?.max(1),
+            // ZooKeeper raises values below 3 to 3; so do we.
+            "autopurge.snapRetainCount" => {
+                self.autopurge_snap_retain_count = num::<usize>(key, value)?.max(3)
+            }
+            "autopurge.purgeInterval" => {
+                self.autopurge_purge_interval = match num::<u64>(key, value)? {
+                    0 => None,
+                    hours => Some(std::time::Duration::from_secs(hours.saturating_mul(3600))),
+                }
+            }
+            "rocksdb.maxTotalWalSize" => {
+                self.max_total_wal_bytes = num::<u64>(key, value)?.max(1 << 20)
+            }
             "znode.container.checkIntervalMs" => {
                 self.container_check_interval_ms = num::<u64>(key, value)?.max(1)
             }
@@ -276,6 +303,16 @@ impl Config {
         )
     }
 
+    /// The bounds on the raft database's disk usage these keys ask for.
+    pub fn storage_options(&self) -> crate::raft::StorageOptions {
+        crate::raft::StorageOptions {
+            max_total_wal_bytes: self.max_total_wal_bytes,
+            info_log_files_kept: self.autopurge_snap_retain_count,
+            compaction_interval: self.autopurge_purge_interval,
+            ..Default::default()
+        }
+    }
+
     pub fn four_letter_allowed(&self, word: &str) -> bool {
         self.four_letter_whitelist.contains(word)
     }
@@ -315,6 +352,22 @@ impl Config {
                 self.jute_max_buffer.to_string(),
             ),
             ("snapCount".to_string(), self.snap_count.to_string()),
+            (
+                "autopurge.snapRetainCount".to_string(),
+                self.autopurge_snap_retain_count.to_string(),
+            ),
+            (
+                "autopurge.purgeInterval".to_string(),
+                // Hours, as in the file; fractions only when set in code (tests).
+                self.autopurge_purge_interval
+                    .map(|d| d.as_secs_f64() / 3600.0)
+                    .unwrap_or(0.0)
+                    .to_string(),
+            ),
+            (
+                "rocksdb.maxTotalWalSize".to_string(),
+                self.max_total_wal_bytes.to_string(),
+            ),
             (
                 "recipe.builtinDir".to_string(),
                 self.recipe_builtin_dir
@@ -502,5 +555,41 @@ mod tests {
         assert!(c
             .to_lines()
             .contains(&("admin.serverPort".to_string(), "9090".to_string())));
+    }
+
+    #[test]
+    fn disk_usage_keys() {
+        let mut c = Config::default();
+        let d = c.storage_options();
+        assert_eq!(d, crate::raft::StorageOptions::default());
+        assert_eq!(d.info_log_files_kept, 3);
+        assert_eq!(
+            d.compaction_interval,
+            Some(std::time::Duration::from_secs(3600))
+        );
+        c.apply_text(
+            "autopurge.snapRetainCount=1\nautopurge.purgeInterval=24\nrocksdb.maxTotalWalSize=8388608\n",
+            "t",
+        )
+        .unwrap();
+        let d = c.storage_options();
+        assert_eq!(d.info_log_files_kept, 3, "raised to ZooKeeper's minimum");
+        assert_eq!(
+            d.compaction_interval,
+            Some(std::time::Duration::from_secs(24 * 3600))
+        );
+        assert_eq!(d.max_total_wal_bytes, 8 << 20);
+        c.apply_text(
+            "autopurge.snapRetainCount=10\nautopurge.purgeInterval=0\n",
+            "t",
+        )
+        .unwrap();
+        assert_eq!(c.storage_options().info_log_files_kept, 10);
+        assert_eq!(c.storage_options().compaction_interval, None);
+        assert!(c
+            .to_lines()
+            .contains(&("autopurge.purgeInterval".to_string(), "0".to_string())));
+        assert!(c.set("autopurge.purgeInterval", "-1").is_err());
+        assert!(c.unknown.is_empty());
     }
 }

@@ -12,7 +12,7 @@ use openraft::error::InitializeError;
 use openraft::{BasicNode, Config, Raft, RaftNetworkFactory};
 use parking_lot::RwLock;
 
-use super::{open_stores, AppTypeConfig, Application, RaftNode, StartError};
+use super::{open_stores_with, AppTypeConfig, Application, RaftNode, StartError, StorageOptions};
 
 /// Starts member `node_id` of an ensemble whose state lives in `data_dir`.
 ///
@@ -29,6 +29,7 @@ pub async fn start_member<C, A, N>(
     config: Config,
     network: N,
     bootstrap: Option<BTreeMap<u64, BasicNode>>,
+    storage: &StorageOptions,
 ) -> Result<RaftNode<C>, StartError>
 where
     A: Application,
@@ -37,7 +38,7 @@ where
     N: RaftNetworkFactory<C>,
 {
     let config = Arc::new(config.validate()?);
-    let (log_store, state_machine) = open_stores::<C, A>(data_dir, app)?;
+    let (log_store, state_machine) = open_stores_with::<C, A>(data_dir, app, storage)?;
     let db_closed = log_store.db_closed();
     let raft = Raft::new(node_id, config, network, log_store, state_machine).await?;
     let node = RaftNode { raft, db_closed };

@@ -37,6 +37,12 @@
 //!   and a lost unsynced write never survives while an earlier one is lost. In
 //!   particular a log purge (which happens after the snapshot and state that cover the
 //!   purged entries were written) can never be durable without them.
+//! * The bounds on the data directory's size ([`db::StorageOptions`]: a WAL cap, rolled
+//!   and limited info logs, a MANIFEST cap, a periodic compaction) change none of this:
+//!   they only make RocksDB flush memtables earlier and delete files it no longer needs.
+//!   A WAL file is deleted only once the memtables it backed are in synced SST files, and
+//!   with several column families RocksDB syncs every closed WAL before it installs a
+//!   flush, so the prefix argument above holds across WAL files.
 //! * On startup the state machine is loaded from RocksDB, not rebuilt by replaying the
 //!   log from index 0: the log is purged behind snapshots, so history is not available.
 //!
@@ -72,12 +78,12 @@ pub(crate) mod testing;
 mod tests;
 
 pub use cluster::start_member;
-pub use db::{open_stores, DbClosed, Stores};
+pub use db::{open_stores, open_stores_with, DbClosed, StorageOptions, Stores};
 pub use log_store::LogStore;
 pub use network::StandaloneNetwork;
 pub use node::{
-    standalone_config, start_standalone, start_standalone_with_config, RaftNode, ShutdownError,
-    StartError, STANDALONE_NODE_ID,
+    standalone_config, start_standalone, start_standalone_with_config,
+    start_standalone_with_storage, RaftNode, ShutdownError, StartError, STANDALONE_NODE_ID,
 };
 pub use state_machine_store::StateMachineStore;
 

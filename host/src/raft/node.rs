@@ -10,7 +10,9 @@ use openraft::metrics::WaitError;
 use openraft::{BasicNode, Config, ConfigError, Raft, ServerState, SnapshotPolicy, StorageError};
 use parking_lot::RwLock;
 
-use super::{open_stores, AppTypeConfig, Application, DbClosed, StandaloneNetwork};
+use super::{
+    open_stores_with, AppTypeConfig, Application, DbClosed, StandaloneNetwork, StorageOptions,
+};
 
 /// The raft node id of a standalone server.
 pub const STANDALONE_NODE_ID: u64 = 1;
@@ -115,8 +117,24 @@ where
     A::Output: Default,
     C: AppTypeConfig<A>,
 {
+    start_standalone_with_storage(data_dir, app, config, &StorageOptions::default()).await
+}
+
+/// Like [`start_standalone_with_config`] with explicit [`StorageOptions`] (the bounds on
+/// the data directory's size; the server takes them from zoo.cfg).
+pub async fn start_standalone_with_storage<C, A>(
+    data_dir: &Path,
+    app: Arc<RwLock<A>>,
+    config: Config,
+    storage: &StorageOptions,
+) -> Result<RaftNode<C>, StartError>
+where
+    A: Application,
+    A::Output: Default,
+    C: AppTypeConfig<A>,
+{
     let config = Arc::new(config.validate()?);
-    let (log_store, state_machine) = open_stores::<C, A>(data_dir, app)?;
+    let (log_store, state_machine) = open_stores_with::<C, A>(data_dir, app, storage)?;
     let db_closed = log_store.db_closed();
     let raft = Raft::new(
         STANDALONE_NODE_ID,

@@ -162,10 +162,12 @@ impl Server {
         };
         let (node, peer, cluster) = match &member {
             None => (
-                crate::raft::start_standalone::<TypeConfig, StateMachine>(
+                crate::raft::start_standalone_with_storage::<TypeConfig, StateMachine>(
                     &raft_dir,
                     sm.clone(),
-                    config.snap_count,
+                    crate::raft::standalone_config(config.snap_count)
+                        .map_err(crate::raft::StartError::from)?,
+                    &config.storage_options(),
                 )
                 .await?,
                 None,
@@ -189,6 +191,7 @@ impl Server {
                     m.raft_config(&config)?,
                     crate::peer::TcpNetwork::new(pool.clone()),
                     m.bootstrap.clone(),
+                    &config.storage_options(),
                 )
                 .await?;
                 let ctx = Arc::new(crate::peer::server::PeerContext {

@@ -4,7 +4,11 @@
 //! files: the raft log is purged automatically behind snapshots, and only the current
 //! snapshot is kept. What does accumulate is RocksDB's own garbage: deleted and
 //! overwritten rows (purged log entries, old snapshots) until compaction reclaims them,
-//! and one info `LOG.old.*` file per database open. This command
+//! and one info `LOG.old.*` file per database open. A running server already bounds
+//! both itself (`raft::db::StorageOptions`: the WAL cap, info logs rolled and limited to
+//! `autopurge.snapRetainCount` files, a compaction of every column family every
+//! `autopurge.purgeInterval` hours; docs/OPERATIONS.md, "Disk usage"), so this command
+//! is for a stopped server's directory, a copy, or right after a large deletion. It
 //!
 //! * compacts every column family (`compact_range` over the whole key space), only when
 //!   it can open the database itself, i.e. the server is stopped;
