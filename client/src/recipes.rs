@@ -94,6 +94,9 @@ pub enum RecipeError {
     /// the wrappers cannot receive notifications.
     #[error("the client's recipe messages were taken by take_recipe_messages()")]
     MessagesTaken,
+    /// Called outside a tokio runtime, which the notification dispatcher needs.
+    #[error("no tokio runtime to run the recipe notification dispatcher on")]
+    NoRuntime,
     /// The session ended (closed or expired) or the client is gone: no more
     /// notifications will come.
     #[error("the session ended")]
@@ -120,6 +123,7 @@ impl RecipeError {
             RecipeError::NotCandidate(_) => "NotCandidate",
             RecipeError::Failed(_) => "Failed",
             RecipeError::MessagesTaken => "MessagesTaken",
+            RecipeError::NoRuntime => "NoRuntime",
             RecipeError::SessionEnded => "SessionEnded",
             RecipeError::Decode(_) => "Decode",
             RecipeError::Client(_) => "Client",
@@ -313,6 +317,7 @@ impl Dispatcher {
         if let Some((_, d)) = reg.iter().find(|(w, _)| w.ptr_eq(&me)) {
             return Ok(d.clone());
         }
+        let rt = tokio::runtime::Handle::try_current().map_err(|_| RecipeError::NoRuntime)?;
         let rx = client
             .take_recipe_messages()
             .ok_or(RecipeError::MessagesTaken)?;
@@ -324,7 +329,7 @@ impl Dispatcher {
             unrouted_rx: Mutex::new(Some(unrouted_rx)),
         });
         reg.push((me, d.clone()));
-        tokio::spawn(dispatch(Arc::downgrade(&d), rx));
+        rt.spawn(dispatch(Arc::downgrade(&d), rx));
         Ok(d)
     }
 
@@ -406,7 +411,8 @@ impl Client {
     /// Recipe messages that no wrapper handle registered for, once the wrappers'
     /// dispatcher has taken [`take_recipe_messages`](Self::take_recipe_messages) (it
     /// starts it if need be). Call once; later calls return
-    /// [`RecipeError::MessagesTaken`]. Needs a tokio runtime.
+    /// [`RecipeError::MessagesTaken`]. Outside a tokio runtime:
+    /// [`RecipeError::NoRuntime`].
     pub fn unrouted_recipe_messages(
         &self,
     ) -> Result<UnboundedReceiver<RecipeMessage>, RecipeError> {
@@ -1202,8 +1208,9 @@ impl Candidacy {
             }
             let now = self.election.h.client.reconnects();
             if now != self.reconnects {
-                self.reconnects = now;
+                // Counted as caught up only once the re-join replied (cancel-safety).
                 self.rejoin().await?;
+                self.reconnects = now;
                 continue;
             }
             match next_wake(&mut self.sub, &mut state).await {
@@ -1271,16 +1278,16 @@ impl LeaderWatch {
             }
             let now = self.election.h.client.reconnects();
             if now != self.reconnects {
-                self.reconnects = now;
+                // Counted as caught up only once the leader was read (cancel-safety);
+                // a read lost with the connection is retried at the next turn.
                 match self.election.leader().await {
                     Ok(l) => {
                         self.read_zxid = self.election.h.client.last_zxid();
                         self.pending = Some(l);
+                        self.reconnects = now;
                     }
                     Err(e) if e.is_connection_loss() => {
                         wait_connected(&self.election.h.client).await?;
-                        // Read again: the loss may have been a new reconnect.
-                        self.reconnects = now.wrapping_sub(1);
                     }
                     Err(e) => return Err(e),
                 }
@@ -1617,8 +1624,9 @@ impl ConfigSubscription {
             }
             let now = self.h.client.reconnects();
             if now != self.reconnects {
-                self.reconnects = now;
+                // Counted as caught up only once the re-subscribe replied.
                 self.resubscribe(false).await?;
+                self.reconnects = now;
                 continue;
             }
             match next_wake(&mut self.sub, &mut self.state).await {
