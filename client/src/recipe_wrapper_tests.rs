@@ -543,3 +543,43 @@ async fn messages_taken_by_the_user() {
     ));
     g(gl.release()).await.unwrap();
 }
+
+#[tokio::test]
+async fn unrouted_messages_reach_the_user() {
+    let (a, admin) = (connect().await, connect().await);
+    let mut rest = a.unrouted_recipe_messages().unwrap();
+    assert!(matches!(
+        a.unrouted_recipe_messages(),
+        Err(RecipeError::MessagesTaken)
+    ));
+    // A lock taken with a raw call: no wrapper registered for its notices.
+    #[derive(serde::Serialize)]
+    struct N<'a> {
+        name: &'a str,
+    }
+    g(a.recipe_call_typed::<_, serde::de::IgnoredAny>(
+        "lock",
+        -1,
+        "acquire",
+        &N { name: "unrouted" },
+    ))
+    .await
+    .unwrap();
+    // A wrapper handle on another name does not take it.
+    let _other = g(a.config().subscribe("u.k")).await.unwrap();
+    let revoked = g(admin.lock("unrouted").revoke(None)).await.unwrap();
+    assert_eq!(revoked.len(), 1);
+    let m = g(rest.recv()).await.expect("an unrouted message");
+    assert_eq!(m.module, "lock");
+    #[derive(serde::Deserialize)]
+    struct Notice {
+        event: String,
+        name: String,
+        token: i64,
+    }
+    let n: Notice = rmp_serde::from_slice(&m.payload).unwrap();
+    assert_eq!(
+        (n.event.as_str(), n.name.as_str(), n.token),
+        ("revoked", "unrouted", revoked[0].token)
+    );
+}

@@ -43,7 +43,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 use tokio::sync::mpsc::{self, UnboundedReceiver, UnboundedSender};
-use wazoo_proto::ErrorCode;
+use wazoo_proto::recipe::CALL_COMPLETED;
+use wazoo_proto::{ErrorCode, Request, Response};
 
 /// Module names of the built-in recipes (`recipe.builtinDir`).
 pub mod builtin {
@@ -291,8 +292,11 @@ struct Route {
 struct Dispatcher {
     routes: Mutex<Vec<Route>>,
     next_id: AtomicU64,
-    unrouted_tx: UnboundedSender<RecipeMessage>,
-    unrouted_rx: Mutex<Option<UnboundedReceiver<RecipeMessage>>>,
+    /// Where messages no route takes go: `None` until
+    /// [`Client::unrouted_recipe_messages`] was called (they are dropped until then,
+    /// rather than piling up in a channel nobody reads); `Some(None)` once taken.
+    unrouted: Mutex<Option<UnboundedSender<RecipeMessage>>>,
+    unrouted_taken: std::sync::atomic::AtomicBool,
 }
 
 /// One dispatcher per client session, found by the client's shared state. Weak keys:
@@ -321,12 +325,11 @@ impl Dispatcher {
         let rx = client
             .take_recipe_messages()
             .ok_or(RecipeError::MessagesTaken)?;
-        let (unrouted_tx, unrouted_rx) = mpsc::unbounded_channel();
         let d = Arc::new(Dispatcher {
             routes: Mutex::new(Vec::new()),
             next_id: AtomicU64::new(1),
-            unrouted_tx,
-            unrouted_rx: Mutex::new(Some(unrouted_rx)),
+            unrouted: Mutex::new(None),
+            unrouted_taken: std::sync::atomic::AtomicBool::new(false),
         });
         reg.push((me, d.clone()));
         rt.spawn(dispatch(Arc::downgrade(&d), rx));
@@ -386,7 +389,14 @@ async fn dispatch(d: Weak<Dispatcher>, mut rx: UnboundedReceiver<RecipeMessage>)
             });
         }
         if !delivered {
-            let _ = d.unrouted_tx.send(m);
+            match lock(&d.unrouted).as_ref() {
+                Some(tx) => {
+                    let _ = tx.send(m);
+                }
+                None => {
+                    tracing::trace!(module = %m.module, zxid = m.zxid, "recipe message nobody registered for; dropped")
+                }
+            }
         }
     }
     if let Some(d) = d.upgrade() {
@@ -408,17 +418,21 @@ impl Drop for Subscription {
 }
 
 impl Client {
-    /// Recipe messages that no wrapper handle registered for, once the wrappers'
-    /// dispatcher has taken [`take_recipe_messages`](Self::take_recipe_messages) (it
-    /// starts it if need be). Call once; later calls return
+    /// Recipe messages that no wrapper handle registered for, from now on (earlier
+    /// ones were dropped), once the wrappers' dispatcher has taken
+    /// [`take_recipe_messages`](Self::take_recipe_messages) (it starts it if need be). Call once; later calls return
     /// [`RecipeError::MessagesTaken`]. Outside a tokio runtime:
     /// [`RecipeError::NoRuntime`].
     pub fn unrouted_recipe_messages(
         &self,
     ) -> Result<UnboundedReceiver<RecipeMessage>, RecipeError> {
         let d = Dispatcher::of(self)?;
-        let rx = lock(&d.unrouted_rx).take();
-        rx.ok_or(RecipeError::MessagesTaken)
+        if d.unrouted_taken.swap(true, Ordering::SeqCst) {
+            return Err(RecipeError::MessagesTaken);
+        }
+        let (tx, rx) = mpsc::unbounded_channel();
+        *lock(&d.unrouted) = Some(tx);
+        Ok(rx)
     }
 
     /// An exclusive FIFO lock with fencing tokens (`lock` recipe, kind mutex).
@@ -496,6 +510,58 @@ impl Handle {
             .client
             .recipe_call_typed(&self.module, -1, function, args)
             .await?)
+    }
+
+    /// A call that never parks, with the zxid of its reply: recipe messages with a
+    /// larger zxid were sent by later operations, those with a smaller or equal one
+    /// are already reflected in the reply.
+    async fn call_at<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        function: &str,
+        args: &A,
+    ) -> Result<(R, i64), RecipeError> {
+        let args = rmp_serde::to_vec_named(args).map_err(|e| {
+            RecipeError::Decode(format!("encoding the arguments of {function}: {e}"))
+        })?;
+        let req = Request::RecipeCall {
+            name: self.module.clone(),
+            version: -1,
+            function: function.to_string(),
+            args,
+        };
+        let r = self.client.send_request(&req).await?;
+        match r.result {
+            Ok(Response::RecipeCall {
+                state: CALL_COMPLETED,
+                reply,
+                ..
+            }) => Ok((decode(function, &reply)?, r.zxid)),
+            Ok(_) => Err(RecipeError::Decode(format!(
+                "{function}: a reply other than a completed call"
+            ))),
+            Err(code) => Err(ClientError::Recipe {
+                code,
+                message: r.error_message.unwrap_or_default(),
+            }
+            .into()),
+        }
+    }
+
+    /// [`call_at`](Self::call_at), retried after a reconnect as
+    /// [`call_retrying`](Self::call_retrying).
+    async fn call_at_retrying<A: Serialize + ?Sized, R: DeserializeOwned>(
+        &self,
+        function: &str,
+        args: &A,
+    ) -> Result<(R, i64), RecipeError> {
+        loop {
+            match self.call_at(function, args).await {
+                Err(e) if e.is_connection_loss() && self.client.inner.reconnect => {
+                    wait_connected(&self.client).await?;
+                }
+                r => return r,
+            }
+        }
     }
 
     /// [`call`](Self::call), retried after a reconnect when the connection is lost:
@@ -1116,13 +1182,14 @@ impl Election {
             name: &self.h.name,
             data: Bin(data.to_vec()),
         };
-        let r: JoinReply = self.h.call_retrying("join", &args).await?;
+        let (r, zxid): (JoinReply, i64) = self.h.call_at_retrying("join", &args).await?;
         Ok(Candidacy {
             election: self.clone(),
             standing: standing(&r)?,
             sub,
             reconnects,
             data: data.to_vec(),
+            read_zxid: zxid,
         })
     }
 
@@ -1151,11 +1218,10 @@ impl Election {
     pub async fn observe(&self) -> Result<LeaderWatch, RecipeError> {
         let sub = self.h.subscribe(Matcher::Name(self.h.name.clone()))?;
         let reconnects = self.h.client.reconnects();
-        let r: Option<LeaderReply> = self
+        let (r, read_zxid): (Option<LeaderReply>, i64) = self
             .h
-            .call_retrying("observe", &NameArgs { name: &self.h.name })
+            .call_at_retrying("observe", &NameArgs { name: &self.h.name })
             .await?;
-        let read_zxid = self.h.client.last_zxid();
         Ok(LeaderWatch {
             election: self.clone(),
             sub,
@@ -1188,6 +1254,8 @@ pub struct Candidacy {
     sub: Subscription,
     reconnects: u64,
     data: Vec<u8>,
+    /// Messages up to this zxid are older than the last join's reply.
+    read_zxid: i64,
 }
 
 impl Candidacy {
@@ -1214,7 +1282,7 @@ impl Candidacy {
                 continue;
             }
             match next_wake(&mut self.sub, &mut state).await {
-                Wake::Message(m) if m.event == "elected" => {
+                Wake::Message(m) if m.event == "elected" && m.zxid > self.read_zxid => {
                     let e: Elected = decode("elected message", &m.payload)?;
                     self.standing = Standing::Leader { epoch: e.epoch };
                 }
@@ -1235,8 +1303,9 @@ impl Candidacy {
             name: &h.name,
             data: Bin(self.data.clone()),
         };
-        let r: JoinReply = h.call_retrying("join", &args).await?;
+        let (r, zxid): (JoinReply, i64) = h.call_at_retrying("join", &args).await?;
         self.standing = standing(&r)?;
+        self.read_zxid = zxid;
         Ok(())
     }
 
@@ -1280,10 +1349,13 @@ impl LeaderWatch {
             if now != self.reconnects {
                 // Counted as caught up only once the leader was read (cancel-safety);
                 // a read lost with the connection is retried at the next turn.
-                match self.election.leader().await {
-                    Ok(l) => {
-                        self.read_zxid = self.election.h.client.last_zxid();
-                        self.pending = Some(l);
+                let h = &self.election.h;
+                let read = h.call_at("leader", &NameArgs { name: &h.name }).await;
+                match read {
+                    Ok((l, zxid)) => {
+                        let l: Option<LeaderReply> = l;
+                        self.read_zxid = zxid;
+                        self.pending = Some(l.map(LeaderInfo::from));
                         self.reconnects = now;
                     }
                     Err(e) if e.is_connection_loss() => {
