@@ -74,10 +74,19 @@ mod connection;
 mod failover_tests;
 #[cfg(test)]
 mod recipe_tests;
+#[cfg(test)]
+mod recipe_wrapper_tests;
+mod recipes;
 
 pub use wazoo_proto as proto;
 
 pub use wazoo_proto::RecipeInfo;
+
+pub use recipes::{
+    builtin, Barrier, BarrierRelease, Candidacy, ConfigEntry, ConfigStore, ConfigSubscription,
+    ConfigUpdate, Election, LeaderInfo, LeaderWatch, Lock, LockGuard, LockHolder, LockMode,
+    LockWaiter, RecipeError, RwLock, Semaphore, Standing,
+};
 
 use connection::{Connection, ParkedCall, Pushed, Reply, SessionCtx};
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU64, AtomicUsize, Ordering};
