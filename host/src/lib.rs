@@ -35,6 +35,7 @@ pub mod admin;
 pub mod admin_cli;
 pub mod app;
 pub mod bench;
+pub mod bench_failover;
 pub mod cli;
 pub mod command;
 pub mod config;

@@ -45,6 +45,9 @@ enum Command {
     /// Interactive shell like zkCli.sh (`-c CMD` runs one command; piped stdin runs
     /// one command per line).
     Cli(wazoo::cli::CliArgs),
+    /// Kill an ensemble's leader (`--kill-pid`) under a write load and report how long
+    /// until writes are acknowledged again (Wazoo or ZooKeeper); prints one JSON line.
+    BenchFailover(wazoo::bench_failover::FailoverArgs),
     /// Ensemble administration over the peer ports: `status`, `add-server`,
     /// `remove-server`.
     #[command(subcommand)]
@@ -103,6 +106,7 @@ fn main() -> std::process::ExitCode {
         Command::Recipe(cmd) => return runtime.block_on(wazoo::recipe_cli::run(cmd)),
         Command::Cli(args) => return runtime.block_on(wazoo::cli::run(args)),
         Command::Admin(cmd) => runtime.block_on(wazoo::admin_cli::run(cmd)),
+        Command::BenchFailover(args) => runtime.block_on(wazoo::bench_failover::run_cli(args)),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

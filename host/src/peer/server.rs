@@ -48,8 +48,13 @@ async fn serve(ctx: Arc<PeerContext>, stream: TcpStream) -> Result<(), FrameErro
             }
         }
     });
+    // The leader that replicates to us over this connection, if it is one.
+    let mut from_leader = None;
     let result = async {
         while let Some((id, req)) = wire::read_frame::<PeerRequest>(&mut rd).await? {
+            if let PeerRequest::AppendEntries(rpc) = &req {
+                from_leader = rpc.vote.leader_id().voted_for();
+            }
             dispatch(&ctx, id, req, &out);
         }
         Ok(())
@@ -57,6 +62,12 @@ async fn serve(ctx: Arc<PeerContext>, stream: TcpStream) -> Result<(), FrameErro
     .await;
     drop(out);
     let _ = writer.await;
+    if let Some(leader) = from_leader {
+        tokio::spawn(crate::server::cluster::leader_connection_lost(
+            ctx.raft.clone(),
+            leader,
+        ));
+    }
     result
 }
 
