@@ -511,6 +511,8 @@ struct MemberSetup {
     observers: std::collections::BTreeMap<u64, openraft::BasicNode>,
 }
 
+// ServerError is large (it carries raft's start error); these run once, at start.
+#[allow(clippy::result_large_err)]
 impl MemberSetup {
     /// Reads `myid`, finds this server's line, and makes its client address the one
     /// the line gives (if it gives one).
@@ -591,6 +593,7 @@ impl MemberSetup {
     }
 }
 
+#[allow(clippy::result_large_err)]
 fn resolve(addr: &str) -> Result<SocketAddr, ServerError> {
     use std::net::ToSocketAddrs;
     addr.to_socket_addrs()
