@@ -488,7 +488,7 @@ mod tests {
                 && !c.four_letter_allowed("srvr")
         );
         assert_eq!(c.jute_max_buffer, 4096);
-        assert!(c.unknown.contains_key("server.1"));
+        assert!(c.servers.contains_key(&1) && !c.unknown.contains_key("server.1"));
         assert_eq!(c.negotiate_timeout(100), 2000);
         assert_eq!(c.negotiate_timeout(600_000), 20000);
     }
