@@ -10,7 +10,7 @@
 //! ([`liveness_loop`]). Only the leader's [`super::SessionTracker`] decides expiry,
 //! which it proposes through the log, so every replica deletes the same ephemerals at
 //! the same zxid. A server that becomes leader first gives every session a fresh
-//! timeout ([`leader_duties_loop`]), so sessions whose reports went to the old leader
+//! timeout (`super::expire_sessions_loop`), so sessions whose reports went to the old leader
 //! are not expired for the time that leader was failing.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -267,8 +267,7 @@ pub async fn liveness_loop(shared: Arc<Shared>) {
     }
 }
 
-/// Leader duties that depend on becoming leader: fresh session timeouts for every
-/// session, and (once, on a new ensemble) adding the configured observers.
+/// Leader duty on becoming leader of a new ensemble: adding the configured observers.
 pub async fn leader_duties_loop(shared: Arc<Shared>) {
     let mut rx = shared.raft.metrics();
     let mut was_leader = false;
@@ -279,18 +278,8 @@ pub async fn leader_duties_loop(shared: Arc<Shared>) {
             (m.state == ServerState::Leader, fresh)
         };
         if is_leader && !was_leader {
-            let sessions: Vec<(i64, i32)> = shared
-                .sm
-                .read()
-                .sessions()
-                .iter()
-                .map(|(id, s)| (*id, s.timeout_ms))
-                .collect();
-            tracing::info!(
-                sessions = sessions.len(),
-                "became leader; every session gets a fresh timeout"
-            );
-            shared.tracker.reset(&sessions);
+            // (Fresh session timeouts for a new leader are given by the expiry loop
+            // itself, see `super::expire_sessions_loop`.)
             if let Some(cluster) = &shared.cluster {
                 if fresh_membership && !cluster.config_observers.is_empty() {
                     let shared = shared.clone();

@@ -352,12 +352,32 @@ async fn expire_sessions_loop(shared: Arc<Shared>) {
     // Sessions counted in `session_expirations` whose expiry proposal has not succeeded
     // yet, so a retried proposal does not count them twice.
     let mut counted: std::collections::HashSet<i64> = std::collections::HashSet::new();
+    let mut was_leader = false;
     loop {
         interval.tick().await;
-        if !shared.is_leader() {
+        let leader = shared.is_leader();
+        if !leader {
+            was_leader = false;
             // Followers keep only the sessions the replicated table still has.
             let sm = shared.sm.read();
             shared.tracker.retain(|id| sm.session(id).is_some());
+            continue;
+        }
+        if !was_leader {
+            // Just became leader (or started): nothing this server saw as a follower
+            // says when clients on other servers were last heard, so every session
+            // gets a fresh timeout before anything is expired. Done here, in the loop
+            // that expires, so no expiry can slip in before it.
+            was_leader = true;
+            let sessions: Vec<(i64, i32)> = shared
+                .sm
+                .read()
+                .sessions()
+                .iter()
+                .map(|(id, s)| (*id, s.timeout_ms))
+                .collect();
+            tracing::info!(sessions = sessions.len(), "leading: every session gets a fresh timeout");
+            shared.tracker.reset(&sessions);
             continue;
         }
         {
