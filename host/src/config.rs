@@ -389,6 +389,26 @@ impl Config {
                 self.admin_server_port.to_string(),
             ),
         ];
+        for (id, spec) in &self.servers {
+            let mut line = format!(
+                "{}:{}:{}:{}",
+                spec.host,
+                spec.peer_port,
+                spec.election_port,
+                if spec.observer { "observer" } else { "participant" }
+            );
+            if let Some((addr, port)) = &spec.client {
+                line.push_str(&format!(";{addr}:{port}"));
+            }
+            v.push((format!("server.{id}"), line));
+        }
+        if !self.servers.is_empty() {
+            v.push((
+                "raft.electionTimeoutMs".to_string(),
+                self.election_timeout_ms.to_string(),
+            ));
+            v.push(("raft.heartbeatMs".to_string(), self.heartbeat_ms.to_string()));
+        }
         v.sort();
         v
     }
