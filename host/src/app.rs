@@ -48,6 +48,10 @@ impl Application for StateMachine {
     fn take_fatal(&mut self) -> Option<String> {
         StateMachine::take_fatal(self)
     }
+
+    fn prepare(app: &parking_lot::RwLock<Self>, cmd: &Command) {
+        StateMachine::prepare_recipes(app, cmd)
+    }
 }
 
 #[cfg(test)]

@@ -395,7 +395,11 @@ impl Config {
                 spec.host,
                 spec.peer_port,
                 spec.election_port,
-                if spec.observer { "observer" } else { "participant" }
+                if spec.observer {
+                    "observer"
+                } else {
+                    "participant"
+                }
             );
             if let Some((addr, port)) = &spec.client {
                 line.push_str(&format!(";{addr}:{port}"));
@@ -407,7 +411,10 @@ impl Config {
                 "raft.electionTimeoutMs".to_string(),
                 self.election_timeout_ms.to_string(),
             ));
-            v.push(("raft.heartbeatMs".to_string(), self.heartbeat_ms.to_string()));
+            v.push((
+                "raft.heartbeatMs".to_string(),
+                self.heartbeat_ms.to_string(),
+            ));
         }
         v.sort();
         v

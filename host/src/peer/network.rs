@@ -50,8 +50,12 @@ type RpcErr<E = openraft::error::Infallible> = RPCError<u64, BasicNode, RaftErro
 
 fn transport<E: std::error::Error>(e: CallError) -> RPCError<u64, BasicNode, E> {
     match e {
-        // Back off before retrying a server that is down.
-        CallError::Unreachable { .. } => RPCError::Unreachable(Unreachable::new(&e)),
+        // Back off before retrying a server that is down, or whose connections close
+        // before answering (a server going down, or a proxy refusing the link): retrying
+        // at once would spin.
+        CallError::Unreachable { .. } | CallError::Lost { .. } => {
+            RPCError::Unreachable(Unreachable::new(&e))
+        }
         _ => RPCError::Network(NetworkError::new(&e)),
     }
 }

@@ -64,6 +64,7 @@
 use std::io::Cursor;
 
 use openraft::{BasicNode, RaftTypeConfig};
+use parking_lot::RwLock;
 
 pub mod cluster;
 pub mod db;
@@ -102,6 +103,17 @@ pub trait Application: Send + Sync + 'static {
     /// Replaces the whole state with these rows (startup and snapshot install). Must not
     /// drop server-local attachments the value holds (e.g. a watch notifier).
     fn restore(&mut self, rows: Vec<(Vec<u8>, Vec<u8>)>) -> Result<(), String>;
+    /// Called for each entry about to be applied, *before* the store takes the
+    /// application's write lock: slow, deterministic-result preparation (compiling a
+    /// recipe module) happens here, so that applying does not hold the lock, and with it
+    /// every reader and this server's raft heartbeats, for seconds. Whatever it caches
+    /// must not change what `apply` returns.
+    fn prepare(_app: &RwLock<Self>, _cmd: &Self::Command)
+    where
+        Self: Sized,
+    {
+    }
+
     /// Set when the application cannot apply the log deterministically on this server
     /// (e.g. its recipe runtime differs from the one the cluster pinned). The store then
     /// refuses to persist or apply further, which stops the raft node, rather than let

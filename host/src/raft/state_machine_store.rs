@@ -282,6 +282,20 @@ where
         I::IntoIter: OptionalSend,
     {
         let mut replies = Vec::new();
+        let entries: Vec<Entry<C>> = entries.into_iter().collect();
+        // Slow preparation (recipe compilation) outside the write lock; on a worker of
+        // a multi-threaded runtime, with that worker handed over to other tasks meanwhile.
+        let prepare = || {
+            for entry in &entries {
+                if let EntryPayload::Normal(ref cmd) = entry.payload {
+                    A::prepare(&self.app, cmd);
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(prepare),
+            _ => prepare(),
+        }
         let (changes, state) = {
             let mut app = self.app.write();
             let mut state = self.applied.lock().clone();

@@ -1042,6 +1042,83 @@ impl StateMachine {
         })
     }
 
+    // ---------------------------------------------------------------- preparation
+
+    /// Compiles (into the runtime's cache) the modules an entry will need, before it is
+    /// applied and without holding `app`'s lock while compiling: uploads and installs
+    /// bring their module; a call needs its recipe's current module, which may not be
+    /// compiled in this process yet (after a restart). Compiling is a cache fill: a
+    /// module that fails here fails the same way when apply validates it.
+    pub fn prepare_recipes(app: &parking_lot::RwLock<StateMachine>, cmd: &crate::command::Command) {
+        let mut wanted: Vec<Vec<u8>> = Vec::new();
+        let runtime = {
+            let sm = app.read();
+            let Some(rt) = sm.recipe_runtime() else {
+                return;
+            };
+            for op in &cmd.ops {
+                match op {
+                    crate::command::CommandOp::RecipeUpload { module, .. }
+                    | crate::command::CommandOp::RecipeInstall { module, .. } => {
+                        if !rt.is_loaded(&super::Runtime::module_hash(module)) {
+                            wanted.push(module.clone());
+                        }
+                    }
+                    crate::command::CommandOp::RecipeCall { name, version, .. } => {
+                        if let Some((_, sha)) = sm.recipe_resolve(name, *version) {
+                            let blob = sm
+                                .tree()
+                                .get(&format!("{BLOBS}/{sha}"))
+                                .and_then(|n| n.data.clone());
+                            if let Some(bytes) = blob {
+                                if !rt.is_loaded(&super::Runtime::module_hash(&bytes)) {
+                                    wanted.push(bytes);
+                                }
+                            }
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            rt
+        };
+        for module in wanted {
+            if let Err(e) = runtime.load(&module) {
+                tracing::debug!(error = %e, "module did not compile ahead of apply; apply reports it");
+            }
+        }
+    }
+
+    /// Compiles every stored module into the runtime's cache (after a restart), one at
+    /// a time, holding `app`'s read lock only to copy each module's bytes. Run off the
+    /// async runtime: it takes seconds.
+    pub fn precompile_all_recipes(app: &parking_lot::RwLock<StateMachine>) {
+        let (runtime, shas) = {
+            let sm = app.read();
+            let Some(rt) = sm.recipe_runtime() else {
+                return;
+            };
+            let shas: Vec<String> = sm
+                .tree()
+                .get(BLOBS)
+                .map(|n| n.children.iter().cloned().collect())
+                .unwrap_or_default();
+            (rt, shas)
+        };
+        for sha in shas {
+            let bytes = app
+                .read()
+                .tree()
+                .get(&format!("{BLOBS}/{sha}"))
+                .and_then(|n| n.data.clone());
+            if let Some(bytes) = bytes {
+                if let Err(e) = runtime.load(&bytes) {
+                    tracing::warn!(%sha, error = %e, "stored recipe module does not compile");
+                }
+            }
+        }
+    }
+
     // ---------------------------------------------------------------- invocation
 
     #[allow(clippy::too_many_arguments)]

@@ -243,6 +243,16 @@ impl Server {
             shutdown: shutdown_rx,
         });
         let mut tasks = vec![proposer_task];
+        {
+            // Restored recipes are compiled now, off the apply path (see
+            // `StateMachine::prepare_recipes`), rather than by their first call.
+            let sm = shared.sm.clone();
+            tasks.push(tokio::spawn(async move {
+                let _ =
+                    tokio::task::spawn_blocking(move || StateMachine::precompile_all_recipes(&sm))
+                        .await;
+            }));
+        }
         if let Some((ctx, task)) = peer {
             let _ = ctx.shared.set(shared.clone());
             tasks.push(task);
@@ -376,7 +386,10 @@ async fn expire_sessions_loop(shared: Arc<Shared>) {
                 .iter()
                 .map(|(id, s)| (*id, s.timeout_ms))
                 .collect();
-            tracing::info!(sessions = sessions.len(), "leading: every session gets a fresh timeout");
+            tracing::info!(
+                sessions = sessions.len(),
+                "leading: every session gets a fresh timeout"
+            );
             shared.tracker.reset(&sessions);
             continue;
         }
