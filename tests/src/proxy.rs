@@ -154,9 +154,12 @@ fn accept_loop(state: Arc<State>, listener: TcpListener, to: u64, upstream: Sock
             };
             let _ = up.set_nodelay(true);
             let _ = down.set_nodelay(true);
-            let (Ok(d2), Ok(u2), Ok(d3), Ok(u3)) =
-                (down.try_clone(), up.try_clone(), down.try_clone(), up.try_clone())
-            else {
+            let (Ok(d2), Ok(u2), Ok(d3), Ok(u3)) = (
+                down.try_clone(),
+                up.try_clone(),
+                down.try_clone(),
+                up.try_clone(),
+            ) else {
                 return;
             };
             let id = state.next_link.fetch_add(1, Ordering::Relaxed);

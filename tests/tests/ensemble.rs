@@ -118,10 +118,7 @@ async fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) -
         if cond() {
             return started.elapsed();
         }
-        assert!(
-            started.elapsed() < limit,
-            "{what}: not within {limit:?}"
-        );
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -141,7 +138,11 @@ async fn create_retrying(c: &Client, path: &str, data: &str, limit: Duration) {
             Ok(Ok(_)) => return,
             Ok(Err(ClientError::Zk(ErrorCode::NodeExists))) => {
                 let (d, _) = c.get_data(path, false).await.expect("read back");
-                assert_eq!(d.as_deref(), Some(data.as_bytes()), "{path} exists with other data");
+                assert_eq!(
+                    d.as_deref(),
+                    Some(data.as_bytes()),
+                    "{path} exists with other data"
+                );
                 return;
             }
             Ok(Err(e)) if e.code() == Some(ErrorCode::ConnectionLoss) => {}
@@ -204,8 +205,13 @@ impl Load {
                 while !stop.load(Ordering::Relaxed) {
                     i += 1;
                     let path = format!("{root}/w{w}-{i}");
-                    let data = format!("seed={seed} w{w} i{i} {}", "x".repeat(rng.gen_range(0..64)));
-                    ledger.lock().unwrap().sent.insert(path.clone(), data.clone());
+                    let data =
+                        format!("seed={seed} w{w} i{i} {}", "x".repeat(rng.gen_range(0..64)));
+                    ledger
+                        .lock()
+                        .unwrap()
+                        .sent
+                        .insert(path.clone(), data.clone());
                     let sent = Instant::now();
                     let r = tokio::time::timeout(
                         Duration::from_secs(20),
@@ -479,7 +485,8 @@ async fn killed_follower_catches_up_through_a_snapshot() {
             .await
             .unwrap();
     }
-    e.assert_converged(GUARD).expect("converged before the kill");
+    e.assert_converged(GUARD)
+        .expect("converged before the kill");
     let f_index = e.status_of(&[f]).unwrap()[0].applied.expect("applied");
     e.kill9(f).expect("kill the follower");
 
@@ -619,7 +626,10 @@ async fn partitioned_leader_acknowledges_nothing() {
             let r = c
                 .create(&format!("/part/old-{i}"), b"old", open_acl_unsafe(), 0)
                 .await;
-            results.lock().unwrap().push((i, r.map_err(|e| e.to_string())));
+            results
+                .lock()
+                .unwrap()
+                .push((i, r.map_err(|e| e.to_string())));
         }));
     }
 
@@ -634,7 +644,10 @@ async fn partitioned_leader_acknowledges_nothing() {
     for i in 0..20 {
         create_retrying(&cnew, &format!("/part/new-{i}"), "new", GUARD).await;
     }
-    eprintln!("20 writes acknowledged by the majority {:?} after the cut", cut_at.elapsed());
+    eprintln!(
+        "20 writes acknowledged by the majority {:?} after the cut",
+        cut_at.elapsed()
+    );
     {
         let r = old_results.lock().unwrap();
         assert!(
@@ -651,7 +664,10 @@ async fn partitioned_leader_acknowledges_nothing() {
     // still pending after convergence never will be acknowledged either.
     e.assert_converged(GUARD).expect("converged after healing");
     for t in old_tasks {
-        if tokio::time::timeout(Duration::from_secs(20), t).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(20), t)
+            .await
+            .is_err()
+        {
             eprintln!("a write to the old leader is still pending after healing");
         }
     }
@@ -720,10 +736,20 @@ async fn session_survives_losing_its_server() {
         "reconnected to {} {took:?} after the kill (session timeout {timeout:?})",
         c.current_server()
     );
-    assert!(took < timeout, "reconnect took {took:?}, past the session timeout");
+    assert!(
+        took < timeout,
+        "reconnect took {took:?}, past the session timeout"
+    );
     assert_eq!(c.session_id(), sid, "same session");
-    assert_ne!(c.current_server(), e.members[f].client_addr().unwrap_or_default());
-    let st = c.exists("/ss-eph", false).await.unwrap().expect("ephemeral kept");
+    assert_ne!(
+        c.current_server(),
+        e.members[f].client_addr().unwrap_or_default()
+    );
+    let st = c
+        .exists("/ss-eph", false)
+        .await
+        .unwrap()
+        .expect("ephemeral kept");
     assert_eq!(st.ephemeral_owner, sid);
 
     // Another client changes the watched node: the re-armed watch fires.
@@ -741,7 +767,11 @@ async fn session_survives_losing_its_server() {
     for m in e.members.iter().filter(|m| m.process.is_some()) {
         let x = connect(&m.client_addr().unwrap()).await;
         sync(&x).await;
-        let st = x.exists("/ss-eph", false).await.unwrap().expect("ephemeral");
+        let st = x
+            .exists("/ss-eph", false)
+            .await
+            .unwrap()
+            .expect("ephemeral");
         assert_eq!(st.ephemeral_owner, sid, "server {}", m.id);
         let _ = x.close().await;
     }
@@ -870,7 +900,8 @@ async fn observer_serves_reads_forwards_writes() {
     }
     sync(&co).await;
     assert_eq!(co.get_children("/obs", false).await.unwrap().len(), 20);
-    e.assert_converged(GUARD).expect("converged with the observer");
+    e.assert_converged(GUARD)
+        .expect("converged with the observer");
 
     e.kill9(obs).unwrap();
     let started = Instant::now();
@@ -883,7 +914,10 @@ async fn observer_serves_reads_forwards_writes() {
         .expect("writes do not wait for the observer")
         .expect("write with the observer down");
     }
-    eprintln!("20 writes with the observer down took {:?}", started.elapsed());
+    eprintln!(
+        "20 writes with the observer down took {:?}",
+        started.elapsed()
+    );
     assert_eq!(
         e.wait_leader(GUARD).unwrap(),
         leader,
@@ -940,11 +974,16 @@ async fn add_and_remove_a_voter_at_runtime() {
     };
 
     let writer = start_writer("add");
-    let new = e.add_member(&["raft.bootstrap=false"]).expect("start server 4");
+    let new = e
+        .add_member(&["raft.bootstrap=false"])
+        .expect("start server 4");
     let new_id = e.members[new].id;
     let new_addr = e.members[new].listen_addr.clone();
     let s = e.status_of(&[new]).unwrap().remove(0);
-    assert!(s.voters.is_empty() && s.leader.is_none(), "a server waiting to be added: {s:?}");
+    assert!(
+        s.voters.is_empty() && s.leader.is_none(),
+        "a server waiting to be added: {s:?}"
+    );
     let started = Instant::now();
     let out = e
         .admin(&[
@@ -983,7 +1022,13 @@ async fn add_and_remove_a_voter_at_runtime() {
 
     let writer = start_writer("remove");
     let out = e
-        .admin(&["remove-server", "--servers", &peers, "--id", &new_id.to_string()])
+        .admin(&[
+            "remove-server",
+            "--servers",
+            &peers,
+            "--id",
+            &new_id.to_string(),
+        ])
         .expect("remove-server");
     eprintln!("remove-server: {}", out.trim());
     let three: Vec<usize> = (0..3).collect();
