@@ -16,6 +16,7 @@ use anyhow::Context;
 
 pub mod diff;
 pub mod ensemble;
+pub mod proxy;
 pub mod wazoo_process;
 pub mod zookeeper;
 

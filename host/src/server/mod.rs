@@ -606,14 +606,22 @@ impl MemberSetup {
 
     /// The openraft configuration of a member: the standalone one (snapshots, purge)
     /// plus the election timing of `raft.electionTimeoutMs` / `raft.heartbeatMs`.
+    ///
+    /// `raft.electionTimeoutMs` = t promises that a follower that hears no leader starts
+    /// an election after a random time in [t, 2t). openraft 0.9 waits longer than its
+    /// own randomized timeout: a follower that had a leader first lets that leader's
+    /// lease run out, and the lease is `election_timeout_max`, so an election starts
+    /// `max + rand[min, max)` after the last heartbeat. Hence min = t/2 and max = t:
+    /// elections start in [1.5t, 2t). (min = t, max = 2t, as before, gave [3t, 4t).)
     fn raft_config(&self, config: &Config) -> Result<openraft::Config, ServerError> {
         let base = crate::raft::standalone_config(config.snap_count)
             .map_err(|e| ServerError::Cluster(e.to_string()))?;
+        // Keeps min = t/2 above the heartbeat interval, as openraft requires.
         let election = config.election_timeout_ms.max(config.heartbeat_ms * 3);
         openraft::Config {
             heartbeat_interval: config.heartbeat_ms,
-            election_timeout_min: election,
-            election_timeout_max: election * 2,
+            election_timeout_min: election / 2,
+            election_timeout_max: election,
             // Snapshot chunks travel on a shared connection; allow for a busy machine.
             install_snapshot_timeout: election.max(2000),
             // openraft times an append out after one heartbeat interval: fewer entries
@@ -633,4 +641,46 @@ fn resolve(addr: &str) -> Result<SocketAddr, ServerError> {
         .map_err(|e| ServerError::Cluster(format!("{addr}: {e}")))?
         .next()
         .ok_or_else(|| ServerError::Cluster(format!("{addr}: no address")))
+}
+
+#[cfg(test)]
+mod member_tests {
+    use super::*;
+
+    fn raft_config(election_ms: u64, heartbeat_ms: u64) -> openraft::Config {
+        let config = Config {
+            election_timeout_ms: election_ms,
+            heartbeat_ms,
+            ..Config::default()
+        };
+        let setup = MemberSetup {
+            my_id: 1,
+            peer_addr: "127.0.0.1:1".parse().unwrap(),
+            bootstrap: None,
+            observers: Default::default(),
+        };
+        setup.raft_config(&config).expect("valid raft config")
+    }
+
+    /// openraft 0.9 starts an election `leader_lease + rand[min, max)` after the last
+    /// heartbeat, with `leader_lease = election_timeout_max`: that window must lie in
+    /// the [t, 2t) that `raft.electionTimeoutMs` = t promises. (It was [3t, 4t): a
+    /// killed leader was replaced only after 1.5-2 s with t = 500 ms.)
+    #[test]
+    fn elections_start_within_one_to_two_election_timeouts() {
+        for (t, hb) in [(500, 100), (1000, 100), (300, 100), (5000, 500)] {
+            let c = raft_config(t, hb);
+            let lease = c.election_timeout_max;
+            let earliest = lease + c.election_timeout_min;
+            let latest = lease + c.election_timeout_max;
+            assert!(
+                earliest >= t && latest <= 2 * t,
+                "t={t}: elections start in [{earliest}, {latest}) ms"
+            );
+            assert!(c.heartbeat_interval < c.election_timeout_min, "t={t}");
+        }
+        // An election timeout below three heartbeats is raised to three heartbeats.
+        let c = raft_config(100, 100);
+        assert_eq!((c.election_timeout_min, c.election_timeout_max), (150, 300));
+    }
 }
