@@ -206,6 +206,7 @@ EOF
 }
 
 WAZOO_CMD=""
+ADMIN_ADDR=""
 start_wazoo() { # [extra serve arguments...]
     local data="$WORK/wazoo-data" line
     rm -rf "$data"
@@ -224,6 +225,10 @@ start_wazoo() { # [extra serve arguments...]
         exit 1
     fi
     SERVER_ADDR="${line##* }"
+    ADMIN_ADDR=""
+    if IFS= read -r -t 10 line <&7 && [[ "$line" == "wazoo: admin HTTP on "* ]]; then
+        ADMIN_ADDR="${line##* }"
+    fi
 }
 
 RESULTS="$WORK/results.jsonl"
@@ -292,9 +297,39 @@ run_coord() { # server-kind workload sessions secs [extra bench arguments...]
     cmd=(bench --servers "$SERVER_ADDR" --workload "$w" --sessions "$n" --secs "$secs" --warmup-secs "$COORD_WARMUP" "$@")
     echo "bench.sh: [$kind] wazoo ${cmd[*]}"
     COORD_COMMANDS+=("[$kind] wazoo ${cmd[*]}")
+    local before after
+    before="$(recipe_counters)"
     json="$("$WAZOO" "${cmd[@]}")"
+    after="$(recipe_counters)"
     echo "  $json"
-    python3 -c 'import json, sys; r = json.loads(sys.argv[2]); r["server"] = sys.argv[1]; print(json.dumps(r))' "$kind" "$json" >>"$COORD_RESULTS"
+    python3 - "$kind" "$json" "$before" "$after" "$w" >>"$COORD_RESULTS" <<'EOF'
+import json, sys
+kind, line, before, after, w = sys.argv[1:6]
+r = json.loads(line)
+r["server"] = kind
+module = {"lock": "lock", "election": "election", "barrier": "barrier"}[w]
+if before and after and (kind != "wazoo" or r.get("lock_impl", "recipe") == "recipe"):
+    b, a = json.loads(before).get(module, [0, 0]), json.loads(after).get(module, [0, 0])
+    calls, fuel = a[0] - b[0], a[1] - b[1]
+    if calls > 0:
+        # Whole run (warmup included): recipe calls and wasm fuel per call, server side.
+        r["recipe_calls"] = calls
+        r["recipe_fuel_per_call"] = round(fuel / calls)
+print(json.dumps(r))
+EOF
+}
+
+# recipe_counters: {"module": [calls, fuel], ...} from Wazoo's /metrics, or nothing.
+recipe_counters() {
+    [ -n "${ADMIN_ADDR:-}" ] && [ -n "$SERVER_PID" ] || return 0
+    python3 - "$ADMIN_ADDR" <<'EOF' 2>/dev/null || true
+import json, re, sys, urllib.request
+text = urllib.request.urlopen(f"http://{sys.argv[1]}/metrics", timeout=5).read().decode()
+out = {}
+for m in re.finditer(r'^wazoo_recipe_(calls_total|fuel_used_total)\{recipe="([^"]+)"\} (\S+)$', text, re.M):
+    out.setdefault(m.group(2), [0, 0])[0 if m.group(1) == "calls_total" else 1] = int(float(m.group(3)))
+print(json.dumps(out))
+EOF
 }
 
 if [ "$ONLY" != main ]; then
@@ -320,6 +355,7 @@ if [ "$ONLY" != main ]; then
         run_coord wazoo barrier "$n" "$COORD_SECS"
     done
     stop_server
+    ADMIN_ADDR=""
     exec 7<&-
     COORD_LOAD_AFTER="$(cut -d' ' -f1-3 /proc/loadavg)"
 fi
@@ -383,6 +419,13 @@ for n in sorted(locks):
             f'on ZooKeeper (goal ≥ 5×: {"met" if ok_t else "**not met**"}) with {m:.2f}× its messages '
             f'({rec["msgs_per_acq"]:.2f} vs {base["msgs_per_acq"]:.2f}; goal ≤ 0.33×: {"met" if ok_m else "**not met**"}).')
 
+fuel_lines = []
+for n in sorted(locks):
+    rec = locks[n].get(("recipe", "wazoo"))
+    if rec and rec.get("recipe_fuel_per_call"):
+        fuel_lines.append(f'{n} sessions: {rec["recipe_fuel_per_call"]:,} fuel per call')
+fuel_lines = ["; ".join(fuel_lines) + "." if fuel_lines else "not measured."]
+
 election_rows = [
     f'| {r["sessions"]} | {r["rounds"]} | {r["failover_p50_ms"]:.2f} | {r["failover_p99_ms"]:.2f} | {r["failover_max_ms"]:.2f} | {r["violations"]} / {r["errors"]} |'
     for r in results if r["workload"] == "election"]
@@ -441,16 +484,18 @@ ZooKeeper with at most a third of its messages.
 
 """ + "\n".join(verdicts) + """
 
-Why the gap is not a multiple: under contention a handoff costs one fsynced write in
-both designs (the holder's release: the recipe's `release` call, which grants the next
-waiter in the same log entry, or the client-side `delete`, which fires the successor's
-watch); the client-side successor then needs one more read round trip (getChildren)
-before it knows it holds the lock. The handoff chain is serial, so both are bounded by
-one durable write plus client round trips per acquisition; the recipe saves a round
-trip and messages, not fsyncs. Messages per queued acquisition: 5 for the recipe
-(acquire, its parked reply, the completion; release and its reply) against 11 for the
-client-side lock (create, getChildren, getData with watch, getChildren again, delete:
-a request and a reply each, plus the watch event), about 0.45×.
+Where the time goes. Under contention a handoff is serial in both designs: the
+holder's release is one fsynced log entry (the recipe's `release`, which grants the
+next waiter in the same entry, or the client-side `delete`, which fires the
+successor's watch), and the client-side successor needs one more read round trip
+(getChildren) before it holds the lock. Each acquisition also writes once more (the
+recipe's `acquire` call, the client-side `create`). So both pay two writes per
+acquisition; the recipe saves messages (5 per queued acquisition: acquire, its parked
+reply, the completion, release and its reply; against 11: create, getChildren, getData
+with watch, getChildren again, delete, a request and a reply each, plus the watch
+event) but each of its writes runs the lock recipe in wasm as the state machine
+applies the entry. Server-side wasm fuel per lock recipe call (from
+Wazoo's `/metrics`, whole run): """ + "\n".join(fuel_lines) + """
 
 ### Leader failover (election recipe, Wazoo)
 
