@@ -78,7 +78,10 @@ async fn coordination_workloads_report_sane_values() {
         assert!(r.acquisitions > 0, "{r:?}");
         assert!(r.acquisitions_per_sec > 0.0, "{r:?}");
         assert_eq!((r.violations, r.errors), (0, 0), "{r:?}");
-        assert!(r.wait_p50_ms <= r.wait_p99_ms && r.wait_p99_ms <= r.wait_max_ms, "{r:?}");
+        assert!(
+            r.wait_p50_ms <= r.wait_p99_ms && r.wait_p99_ms <= r.wait_max_ms,
+            "{r:?}"
+        );
         // At least a request and its reply per acquisition and per release.
         assert!(r.msgs_per_acq >= 4.0, "{r:?}");
         assert!(
@@ -126,10 +129,7 @@ async fn coordination_workloads_report_sane_values() {
     assert_eq!((r.violations, r.errors), (0, 0), "{r:?}");
     assert!(r.release_p50_ms <= r.release_p99_ms, "{r:?}");
     // Each party's enter: request and reply, plus a completion when it parked.
-    assert!(
-        r.msgs_per_round >= 6.0 && r.msgs_per_round <= 20.0,
-        "{r:?}"
-    );
+    assert!(r.msgs_per_round >= 6.0 && r.msgs_per_round <= 20.0, "{r:?}");
     assert_eq!(serde_json::to_value(&r).unwrap()["workload"], "barrier");
 
     // The client-side lock's directory is gone; the recipes cleaned up after
