@@ -13,7 +13,7 @@
 use crate::{ClientError, ConnectOptions, RecipeMessage, WatchedEvent};
 use bytes::BytesMut;
 use std::collections::{BTreeSet, HashMap, VecDeque};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -197,6 +197,12 @@ pub(crate) struct SessionCtx {
     /// Highest zxid seen in any reply header of any of the session's connections.
     pub last_zxid: AtomicI64,
     pub watches: Mutex<Watches>,
+    /// Frames this session queued for sending on any of its connections, pings and
+    /// the connect handshake excluded.
+    pub frames_sent: AtomicU64,
+    /// Frames this session received on any of its connections (replies, watch events,
+    /// recipe notifications), ping replies and the connect handshake excluded.
+    pub frames_received: AtomicU64,
 }
 
 /// Replies with reserved xids don't carry a request's xid, so each kind has its own
@@ -269,6 +275,9 @@ impl Shared {
         match &st.out {
             Some(out) if out.send(frame).is_ok() => {}
             _ => return Err(ClientError::ConnectionClosed),
+        }
+        if x != xid::PING {
+            self.ctx.frames_sent.fetch_add(1, Ordering::Relaxed);
         }
         let p = Pending {
             xid: x,
@@ -571,6 +580,9 @@ fn handle_frame(
     let h = ReplyHeader::decode(&mut r).map_err(|e| format!("bad reply header: {e}"))?;
     if h.zxid > 0 {
         shared.ctx.last_zxid.fetch_max(h.zxid, Ordering::Relaxed);
+    }
+    if h.xid != xid::PING {
+        shared.ctx.frames_received.fetch_add(1, Ordering::Relaxed);
     }
     if h.xid == xid::NOTIFICATION {
         let ev = WatcherEvent::decode(&mut r).map_err(|e| format!("bad notification: {e}"))?;

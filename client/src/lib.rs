@@ -203,6 +203,24 @@ fn shuffle(v: &mut [String], seed: u64) {
     }
 }
 
+/// Protocol frames of a session ([`Client::frame_counts`]), one per ZooKeeper message:
+/// `sent` counts requests (closeSession, auth and setWatches included), `received`
+/// counts replies, watch notifications and recipe notifications (a parked recipe
+/// call's completion included). Pings, ping replies and the connect handshake are not
+/// counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct FrameCounts {
+    pub sent: u64,
+    pub received: u64,
+}
+
+impl FrameCounts {
+    /// Sent plus received.
+    pub fn total(&self) -> u64 {
+        self.sent + self.received
+    }
+}
+
 /// A watch notification (xid -1) as received.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct WatchedEvent {
@@ -698,6 +716,15 @@ impl Client {
     /// `last_zxid_seen` and setWatches as `relative_zxid`.
     pub fn last_zxid(&self) -> i64 {
         self.inner.ctx.last_zxid.load(Ordering::Relaxed)
+    }
+
+    /// Frames this session exchanged with its servers so far, over all its
+    /// connections: see [`FrameCounts`].
+    pub fn frame_counts(&self) -> FrameCounts {
+        FrameCounts {
+            sent: self.inner.ctx.frames_sent.load(Ordering::Relaxed),
+            received: self.inner.ctx.frames_received.load(Ordering::Relaxed),
+        }
     }
 
     /// Whether the connection is down (server closed it, I/O error, protocol error),

@@ -17,8 +17,16 @@
 //!   (Wazoo only: a recipe call is a log entry, fsynced, run in the state machine, so
 //!   its cost is comparable with `write`'s setData).
 //!
+//! - `lock`, `election`, `barrier`: coordination workloads ([`coord`]): lock handoff
+//!   between `--sessions N` contending sessions with the Wazoo lock recipe or the
+//!   classic client-side lock (`--lock-impl`), leader failover time, N-party barrier
+//!   release latency. They print their own report ([`coord::LockReport`],
+//!   [`coord::ElectionReport`], [`coord::BarrierReport`]).
+//!
 //! The result is ONE JSON line on stdout (see [`BenchReport`]); progress and errors go
 //! to stderr.
+
+pub mod coord;
 
 use anyhow::{bail, Context};
 use rand::{Rng, SeedableRng};
@@ -46,6 +54,13 @@ pub enum Workload {
     CreateDelete,
     /// recipeCall of `noop` on the module given by `--recipe-wasm` (Wazoo only).
     RecipeCall,
+    /// Lock handoff between `--sessions` contenders (`--lock-impl`).
+    Lock,
+    /// Leader failover: close the leader's session, time the next one's promotion
+    /// (Wazoo's election recipe).
+    Election,
+    /// N-party barrier release latency (Wazoo's barrier recipe).
+    Barrier,
 }
 
 impl Workload {
@@ -56,7 +71,18 @@ impl Workload {
             Workload::Mixed => "mixed",
             Workload::CreateDelete => "create-delete",
             Workload::RecipeCall => "recipe-call",
+            Workload::Lock => "lock",
+            Workload::Election => "election",
+            Workload::Barrier => "barrier",
         }
+    }
+
+    /// The coordination workloads of [`coord`], which have their own report.
+    pub fn is_coordination(self) -> bool {
+        matches!(
+            self,
+            Workload::Lock | Workload::Election | Workload::Barrier
+        )
     }
 }
 
@@ -68,8 +94,9 @@ pub struct BenchArgs {
     pub servers: Vec<String>,
     #[arg(long, value_enum)]
     pub workload: Workload,
-    /// Number of sessions (one TCP connection each).
-    #[arg(long, default_value_t = 16)]
+    /// Number of sessions (one TCP connection each): for lock, election and barrier
+    /// the contenders, candidates or parties.
+    #[arg(long, visible_alias = "sessions", default_value_t = 16)]
     pub clients: usize,
     /// Requests each session keeps in flight (pipelining depth).
     #[arg(long, default_value_t = 8)]
@@ -90,6 +117,17 @@ pub struct BenchArgs {
     /// answer function `noop` (recipes/noop does).
     #[arg(long)]
     pub recipe_wasm: Option<std::path::PathBuf>,
+    /// For `lock`: the Wazoo lock recipe (`recipe`, module `lock` installed from
+    /// `recipe.builtinDir`) or the client-side lock (`client-side`: ephemeral
+    /// sequential znode + watch on the predecessor, as Curator and kazoo; works on
+    /// ZooKeeper and Wazoo).
+    #[arg(long, value_enum, default_value_t = coord::LockImpl::Recipe)]
+    pub lock_impl: coord::LockImpl,
+    /// For lock, election and barrier: stop after this many measured acquisitions
+    /// (lock) or rounds (election, barrier), or at the end of `--secs`, whichever
+    /// comes first.
+    #[arg(long, visible_alias = "rounds")]
+    pub acquisitions: Option<u64>,
 }
 
 /// The recipe name `recipe-call` uploads and calls.
@@ -137,12 +175,17 @@ pub fn quantile(sorted: &[u32], q: f64) -> u64 {
 
 /// Runs `wazoo bench` and prints its JSON line.
 pub async fn run_cli(args: BenchArgs) -> anyhow::Result<()> {
-    let report = run(&args).await?;
-    println!("{}", serde_json::to_string(&report)?);
+    let line = match args.workload {
+        Workload::Lock => serde_json::to_string(&coord::run_lock(&args).await?)?,
+        Workload::Election => serde_json::to_string(&coord::run_election(&args).await?)?,
+        Workload::Barrier => serde_json::to_string(&coord::run_barrier(&args).await?)?,
+        _ => serde_json::to_string(&run(&args).await?)?,
+    };
+    println!("{line}");
     Ok(())
 }
 
-fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
+pub(crate) fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
     if args.servers.iter().all(|s| s.trim().is_empty()) {
         bail!("--servers: give at least one host:port");
     }
@@ -159,6 +202,15 @@ fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
     if args.value_size > 1 << 20 {
         bail!("--value-size over 1 MiB would exceed jute.maxbuffer");
     }
+    if args.acquisitions == Some(0) {
+        bail!("--acquisitions must be at least 1");
+    }
+    if args.workload == Workload::Barrier && args.clients > 400 {
+        bail!("--sessions: the barrier recipe takes at most 400 parties");
+    }
+    if args.workload == Workload::Election && args.clients < 2 {
+        bail!("--sessions: an election failover needs at least 2 candidates");
+    }
     if (args.workload == Workload::RecipeCall) != args.recipe_wasm.is_some() {
         bail!("--recipe-wasm FILE is required by, and only used by, --workload recipe-call");
     }
@@ -168,6 +220,12 @@ fn check_args(args: &BenchArgs) -> anyhow::Result<()> {
 /// Runs one benchmark and returns its report.
 pub async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     check_args(args)?;
+    if args.workload.is_coordination() {
+        bail!(
+            "--workload {} has its own report: use bench::coord",
+            args.workload.name()
+        );
+    }
     let servers: Vec<String> = args
         .servers
         .iter()
@@ -281,11 +339,11 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<BenchReport> {
     })
 }
 
-fn client_node(run_dir: &str, c: usize) -> String {
+pub(crate) fn client_node(run_dir: &str, c: usize) -> String {
     format!("{run_dir}/c-{c}")
 }
 
-async fn ensure_node(client: &Client, path: &str) -> anyhow::Result<()> {
+pub(crate) async fn ensure_node(client: &Client, path: &str) -> anyhow::Result<()> {
     match client.create(path, b"", open_acl_unsafe(), 0).await {
         Ok(_) => Ok(()),
         Err(ClientError::Zk(ErrorCode::NodeExists)) => Ok(()),
@@ -294,7 +352,7 @@ async fn ensure_node(client: &Client, path: &str) -> anyhow::Result<()> {
 }
 
 /// Deletes `dir` and its children (the benchmark never nests deeper).
-async fn remove_tree(client: &Client, dir: &str) -> Result<(), ClientError> {
+pub(crate) async fn remove_tree(client: &Client, dir: &str) -> Result<(), ClientError> {
     for child in client.get_children(dir, false).await? {
         match client.delete(&format!("{dir}/{child}"), -1).await {
             Ok(()) | Err(ClientError::Zk(ErrorCode::NoNode)) => {}
@@ -342,6 +400,9 @@ impl Worker {
                 break;
             }
             let req = match self.workload {
+                Workload::Lock | Workload::Election | Workload::Barrier => {
+                    unreachable!("coordination workloads do not run here")
+                }
                 Workload::Write => self.set_data(),
                 Workload::Read => self.get_data(),
                 Workload::Mixed => {
@@ -430,6 +491,8 @@ mod tests {
             warmup_secs: 0.0,
             seed: Some(1),
             recipe_wasm: None,
+            lock_impl: coord::LockImpl::Recipe,
+            acquisitions: None,
         };
         assert!(check_args(&base).is_ok());
         let bad = [
@@ -512,6 +575,8 @@ mod tests {
                 warmup_secs: 0.1,
                 seed: Some(42),
                 recipe_wasm,
+                lock_impl: coord::LockImpl::Recipe,
+                acquisitions: None,
             };
             let r = run(&args).await.unwrap();
             eprintln!("{}", serde_json::to_string(&r).unwrap());
