@@ -220,6 +220,25 @@ async fn once(c: &Client, who: usize, n: usize, step: Step) -> Result<(), Client
     }
 }
 
+/// Creates `path`, retrying across a lost connection; NodeExists after a lost reply
+/// means the earlier attempt went through.
+async fn create_retrying(c: &Client, path: &str) {
+    let deadline = Instant::now() + GUARD;
+    loop {
+        match c.create(path, b"", open_acl_unsafe(), 0).await {
+            Ok(_) | Err(ClientError::Zk(ErrorCode::NodeExists)) => return,
+            Err(ClientError::ConnectionClosed)
+            | Err(ClientError::Zk(ErrorCode::ConnectionLoss))
+                if Instant::now() < deadline =>
+            {
+                let mut st = c.state();
+                let _ = tokio::time::timeout(Duration::from_secs(5), st.changed()).await;
+            }
+            Err(e) => panic!("create {path}: {e:?}"),
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_modules_leave_every_replica_identical() {
     let seed: u64 = std::env::var("WAZOO_ENSEMBLE_SEED")
@@ -255,18 +274,32 @@ async fn hostile_modules_leave_every_replica_identical() {
         clients.push(c);
     }
     // Uploaded through a follower: forwarded, validated and compiled on every replica.
-    clients[follower]
-        .recipe_upload(RECIPE, &testkit())
-        .await
-        .expect("upload");
-    clients[0]
-        .create("/hostile", b"", open_acl_unsafe(), 0)
-        .await
-        .expect("root");
+    // Compiling takes seconds of CPU on every member at once; on a loaded 2-core
+    // machine that can cost an election, and the client then sees a lost connection:
+    // it retries after reconnecting, unless the upload went through meanwhile.
+    let module = testkit();
+    let deadline = Instant::now() + GUARD;
+    loop {
+        let c = &clients[follower];
+        match c.recipe_upload(RECIPE, &module).await {
+            Ok(_) => break,
+            Err(e @ ClientError::ConnectionClosed)
+            | Err(e @ ClientError::Zk(ErrorCode::ConnectionLoss))
+                if Instant::now() < deadline =>
+            {
+                eprintln!("upload: {e}; retrying after the client reconnects");
+                let mut st = c.state();
+                let _ = tokio::time::timeout(Duration::from_secs(5), st.changed()).await;
+                if matches!(c.recipe_list(RECIPE).await, Ok(v) if !v.is_empty()) {
+                    break;
+                }
+            }
+            Err(e) => panic!("upload: {e:?}"),
+        }
+    }
+    create_retrying(&clients[0], "/hostile").await;
     for (who, c) in clients.iter().enumerate() {
-        c.create(&format!("/hostile/plain-{who}"), b"", open_acl_unsafe(), 0)
-            .await
-            .expect("plain node");
+        create_retrying(c, &format!("/hostile/plain-{who}")).await;
     }
 
     let mut rng = StdRng::seed_from_u64(seed);
