@@ -118,7 +118,10 @@ pub enum FrameError {
 /// Encodes one frame.
 pub fn encode<T: Serialize>(id: u64, body: &T) -> Result<Vec<u8>, FrameError> {
     let mut buf = vec![0u8; 12];
-    rmp_serde::encode::write(&mut buf, body)?;
+    // Byte vectors as `bin`, as in the raft log (see `raft::db::write_compact_named`).
+    let mut ser = rmp_serde::Serializer::new(&mut buf)
+        .with_bytes(rmp_serde::config::BytesMode::ForceIterables);
+    body.serialize(&mut ser)?;
     let len = buf.len() - 4;
     if len > MAX_PEER_FRAME {
         return Err(FrameError::TooLarge(len));

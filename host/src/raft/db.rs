@@ -295,7 +295,25 @@ pub(crate) fn encode<T: Serialize>(
     subject: ErrorSubject<u64>,
     value: &T,
 ) -> Result<Vec<u8>, StorageError<u64>> {
-    rmp_serde::to_vec_named(value).map_err(|e| io_err(subject, ErrorVerb::Write, &e))
+    let mut buf = Vec::new();
+    write_compact_named(&mut buf, value).map_err(|e| io_err(subject, ErrorVerb::Write, &e))?;
+    Ok(buf)
+}
+
+/// Named rmp-serde encoding with byte vectors as MessagePack `bin` (one length and a
+/// copy) instead of arrays of integers (a marker per byte above 127, and a serde call
+/// per byte each way). znode data is `Vec<u8>` all over the protocol types: a 1 MiB
+/// value took long enough to encode and decode in a debug build to miss openraft's
+/// one-heartbeat append timeout. Decoding accepts both forms, so logs, snapshots and
+/// peers written before this change still read.
+pub(crate) fn write_compact_named<T: Serialize>(
+    buf: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), rmp_serde::encode::Error> {
+    let mut ser = rmp_serde::Serializer::new(buf)
+        .with_struct_map()
+        .with_bytes(rmp_serde::config::BytesMode::ForceIterables);
+    value.serialize(&mut ser)
 }
 
 /// Deserializes a stored value; garbage on disk becomes a `StorageError`.
@@ -356,8 +374,7 @@ pub(crate) fn encode_log_entry<T: Serialize>(
     entry: &T,
 ) -> Result<Vec<u8>, StorageError<u64>> {
     let mut buf = vec![0u8; LOG_CHECKSUM_LEN];
-    rmp_serde::encode::write_named(&mut buf, entry)
-        .map_err(|e| io_err(subject, ErrorVerb::Write, &e))?;
+    write_compact_named(&mut buf, entry).map_err(|e| io_err(subject, ErrorVerb::Write, &e))?;
     let crc = crc32fast::hash(&buf[LOG_CHECKSUM_LEN..]);
     buf[..LOG_CHECKSUM_LEN].copy_from_slice(&crc.to_be_bytes());
     Ok(buf)

@@ -1083,7 +1083,7 @@ impl StateMachine {
             rt
         };
         for module in wanted {
-            if let Err(e) = runtime.load(&module) {
+            if let Err(e) = compile_in_background(&runtime, module) {
                 tracing::debug!(error = %e, "module did not compile ahead of apply; apply reports it");
             }
         }
@@ -1112,7 +1112,7 @@ impl StateMachine {
                 .get(&format!("{BLOBS}/{sha}"))
                 .and_then(|n| n.data.clone());
             if let Some(bytes) = bytes {
-                if let Err(e) = runtime.load(&bytes) {
+                if let Err(e) = compile_in_background(&runtime, bytes) {
                     tracing::warn!(%sha, error = %e, "stored recipe module does not compile");
                 }
             }
@@ -1525,5 +1525,37 @@ mod tests {
         assert!(is_system_path("/wazoo/subscriptions"));
         assert!(!is_system_path("/wazoo/recipes/lock/x"));
         assert!(!is_system_path("/wazoo/modulesx"));
+    }
+}
+
+/// Compiles `module` into `runtime`'s cache on a thread of its own with a lower CPU
+/// priority, and waits for it. Compiling takes about a second of CPU (more in debug
+/// builds), on every member of an ensemble at once: at normal priority it can starve
+/// raft's heartbeats on a small machine and cost an election.
+fn compile_in_background(
+    runtime: &std::sync::Arc<super::Runtime>,
+    module: Vec<u8>,
+) -> Result<[u8; 32], RecipeError> {
+    let rt = runtime.clone();
+    let worker = std::thread::Builder::new()
+        .name("wazoo-compile".into())
+        .spawn(move || {
+            #[cfg(target_os = "linux")]
+            // SAFETY: setpriority has no memory-safety preconditions; on Linux, `who` = 0
+            // with PRIO_PROCESS names the calling thread only. A failure just leaves the
+            // thread at normal priority.
+            unsafe {
+                libc::setpriority(libc::PRIO_PROCESS, 0, 10);
+            }
+            rt.load(&module)
+        });
+    match worker {
+        Ok(handle) => handle
+            .join()
+            .unwrap_or_else(|_| Err(RecipeError::Invalid("the compiler thread panicked".into()))),
+        // No thread to spare: apply compiles it (this is only a head start).
+        Err(_) => Err(RecipeError::Invalid(
+            "cannot start a compiler thread".into(),
+        )),
     }
 }
