@@ -5,8 +5,8 @@
 //!
 //! One writer per server (each connected with the whole server list, starting at its
 //! own server, reconnecting as ZooKeeper clients do) sets its own znode in a loop.
-//! After a warm-up the tool SIGKILLs `--kill-pid`; the failover time is from the kill
-//! to the first write that was *sent after* the kill and acknowledged (a write already
+//! After a warm-up the tool SIGKILLs `--kill-pid`; the failover time is from the
+//! process's death (it is gone or a zombie) to the first write that was *sent after* the kill and acknowledged (a write already
 //! committed before the kill but acknowledged late does not count).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -120,7 +120,6 @@ pub async fn run(args: &FailoverArgs) -> anyhow::Result<FailoverReport> {
     }
     drop(setup);
     tokio::time::sleep(Duration::from_secs_f64(args.warmup_secs)).await;
-    kill_at.store(since(Instant::now()), Ordering::SeqCst);
     let status = std::process::Command::new("kill")
         .args(["-9", &args.kill_pid.to_string()])
         .status()
@@ -129,6 +128,29 @@ pub async fn run(args: &FailoverArgs) -> anyhow::Result<FailoverReport> {
         stop.store(true, Ordering::Relaxed);
         bail!("kill -9 {} failed: {status}", args.kill_pid);
     }
+    // The clock starts once the process is dead (gone, or a zombie), not when the
+    // signal was sent: a leader still running for a moment after `kill` would
+    // acknowledge writes "after the kill" and make the failover look instant.
+    let stat = format!("/proc/{}/stat", args.kill_pid);
+    let dead_by = Instant::now() + Duration::from_secs(10);
+    loop {
+        match std::fs::read_to_string(&stat) {
+            Err(_) => break,
+            Ok(s)
+                if s.rsplit(')')
+                    .next()
+                    .is_some_and(|rest| rest.trim_start().starts_with('Z')) =>
+            {
+                break
+            }
+            Ok(_) if Instant::now() > dead_by => {
+                stop.store(true, Ordering::Relaxed);
+                bail!("process {} still runs 10 s after kill -9", args.kill_pid);
+            }
+            Ok(_) => std::thread::sleep(Duration::from_micros(200)),
+        }
+    }
+    kill_at.store(since(Instant::now()), Ordering::SeqCst);
     let deadline = Instant::now() + Duration::from_secs_f64(args.limit_secs);
     while first_after.load(Ordering::SeqCst) == u64::MAX {
         if Instant::now() > deadline {

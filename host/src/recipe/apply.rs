@@ -1059,10 +1059,10 @@ impl StateMachine {
             for op in &cmd.ops {
                 match op {
                     crate::command::CommandOp::RecipeUpload { module, .. }
-                    | crate::command::CommandOp::RecipeInstall { module, .. } => {
-                        if !rt.is_loaded(&super::Runtime::module_hash(module)) {
-                            wanted.push(module.clone());
-                        }
+                    | crate::command::CommandOp::RecipeInstall { module, .. }
+                        if !rt.is_loaded(&super::Runtime::module_hash(module)) =>
+                    {
+                        wanted.push(module.clone());
                     }
                     crate::command::CommandOp::RecipeCall { name, version, .. } => {
                         if let Some((_, sha)) = sm.recipe_resolve(name, *version) {
@@ -1506,28 +1506,6 @@ fn seed_of(zxid: i64, name: &str) -> u64 {
     u64::from_be_bytes(b)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn prefixes_match_whole_path_segments() {
-        assert!(prefix_matches("/a", "/a"));
-        assert!(prefix_matches("/a", "/a/b"));
-        assert!(!prefix_matches("/a", "/ab"));
-        assert!(prefix_matches("/", "/ab"));
-    }
-
-    #[test]
-    fn recipe_bookkeeping_is_not_an_event_source() {
-        assert!(is_system_path("/wazoo"));
-        assert!(is_system_path("/wazoo/parked/lock/0000000000000000001"));
-        assert!(is_system_path("/wazoo/subscriptions"));
-        assert!(!is_system_path("/wazoo/recipes/lock/x"));
-        assert!(!is_system_path("/wazoo/modulesx"));
-    }
-}
-
 /// Compiles `module` into `runtime`'s cache on a thread of its own with a lower CPU
 /// priority, and waits for it. Compiling takes about a second of CPU (more in debug
 /// builds), on every member of an ensemble at once: at normal priority it can starve
@@ -1557,5 +1535,27 @@ fn compile_in_background(
         Err(_) => Err(RecipeError::Invalid(
             "cannot start a compiler thread".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_whole_path_segments() {
+        assert!(prefix_matches("/a", "/a"));
+        assert!(prefix_matches("/a", "/a/b"));
+        assert!(!prefix_matches("/a", "/ab"));
+        assert!(prefix_matches("/", "/ab"));
+    }
+
+    #[test]
+    fn recipe_bookkeeping_is_not_an_event_source() {
+        assert!(is_system_path("/wazoo"));
+        assert!(is_system_path("/wazoo/parked/lock/0000000000000000001"));
+        assert!(is_system_path("/wazoo/subscriptions"));
+        assert!(!is_system_path("/wazoo/recipes/lock/x"));
+        assert!(!is_system_path("/wazoo/modulesx"));
     }
 }

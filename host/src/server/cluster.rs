@@ -215,15 +215,32 @@ pub async fn leader_connection_lost(raft: crate::app::Raft, leader: u64) {
     if !refused {
         return;
     }
+    // The first attempts may fail: a survivor still honours the dead leader's lease
+    // (openraft refuses votes for a while after the last heartbeat), and a survivor
+    // with a shorter log cannot win. Each retry takes a higher term, which a survivor
+    // that has since started its own election grants if our log is at least as long.
+    let voters = {
+        let m = raft.metrics().borrow().clone();
+        m.membership_config.membership().voter_ids().count().max(1) as u32
+    };
     tokio::time::sleep(FAST_ELECTION_STAGGER * rank as u32).await;
-    let m = raft.metrics().borrow().clone();
-    if m.current_leader == Some(leader) && m.state != ServerState::Leader {
-        tracing::info!(leader, "the leader's process is gone (its peer port refuses connections); starting an election");
+    for attempt in 0..FAST_ELECTION_ATTEMPTS {
+        let m = raft.metrics().borrow().clone();
+        let leader_gone = m.current_leader.is_none() || m.current_leader == Some(leader);
+        if !leader_gone || m.state == ServerState::Leader || m.state == ServerState::Shutdown {
+            return;
+        }
+        tracing::info!(leader, attempt, "the leader's process is gone (its peer port refuses connections); starting an election");
         if let Err(e) = raft.trigger().elect().await {
             tracing::warn!(error = %e, "cannot start an election");
+            return;
         }
+        tokio::time::sleep(FAST_ELECTION_STAGGER * voters).await;
     }
 }
+
+/// Elections a survivor starts on its own before leaving it to the election timeout.
+const FAST_ELECTION_ATTEMPTS: u32 = 3;
 
 /// Waits until this server has applied log index `index`.
 pub async fn wait_applied(raft: &crate::app::Raft, index: u64) -> Result<(), String> {
