@@ -39,6 +39,8 @@
 
 pub mod abi;
 pub mod api;
+#[cfg(any(test, all(target_arch = "wasm32", feature = "arena")))]
+mod arena;
 mod error;
 #[cfg(target_arch = "wasm32")]
 #[doc(hidden)]

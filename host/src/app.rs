@@ -49,6 +49,10 @@ impl Application for StateMachine {
         StateMachine::take_fatal(self)
     }
 
+    fn needs_prepare(app: &parking_lot::RwLock<Self>, cmd: &Command) -> bool {
+        StateMachine::recipes_need_prepare(app, cmd)
+    }
+
     fn prepare(app: &parking_lot::RwLock<Self>, cmd: &Command) {
         StateMachine::prepare_recipes(app, cmd)
     }

@@ -605,3 +605,39 @@ fn runtime_is_shared_across_threads() {
         }
     }
 }
+
+/// The SDK's no-op recipe (recipes/noop, built by scripts/build-recipes.sh into
+/// WAZOO_RECIPES_DIR) runs inside its initial memory: the SDK's arena allocator keeps
+/// it from calling memory.grow, which would cost the host two mprotects and TLB
+/// shootdowns on every invocation (regression: it used to grow on every call).
+#[test]
+fn sdk_recipe_does_not_grow_memory() {
+    let dir = std::env::var_os("WAZOO_RECIPES_DIR")
+        .map(std::path::PathBuf::from)
+        .expect("WAZOO_RECIPES_DIR (scripts/test.sh sets it after building the recipes)");
+    let wasm = std::fs::read(dir.join("noop.wasm")).expect("noop.wasm in WAZOO_RECIPES_DIR");
+    let rt = runtime();
+    let hash = rt.load(&wasm).expect("noop loads");
+    let mut call = input("noop");
+    if let abi::Invocation::Call(c) = &mut call.invocation {
+        c.args = vec![0xc0];
+    }
+    for _ in 0..3 {
+        let (_, out) = rt.invoke(&hash, &call, MockEnv::default());
+        let out = out.expect("noop runs");
+        assert_eq!(out.status, 0);
+        assert_eq!(out.memory_grown_bytes, 0, "the no-op recipe grew its memory");
+    }
+    // Growth is measured: a module whose handler grows one page more than another
+    // (both grow in their alloc export) reports one page more.
+    let grown = |body: &str| {
+        let (_, res) = run(&rt, &module_wat(body, ""));
+        res.expect("grows within limits").memory_grown_bytes
+    };
+    let base = grown("(i32.const 0)");
+    assert!(base > 0, "the WAT module's alloc grows memory");
+    assert_eq!(
+        grown("(drop (memory.grow (i32.const 1))) (i32.const 0)"),
+        base + (64 << 10)
+    );
+}

@@ -108,6 +108,16 @@ pub trait Application: Send + Sync + 'static {
     /// recipe module) happens here, so that applying does not hold the lock, and with it
     /// every reader and this server's raft heartbeats, for seconds. Whatever it caches
     /// must not change what `apply` returns.
+    /// Whether [`prepare`](Self::prepare) has work to do for `cmd`: a cheap check made
+    /// for every entry, so that entries with nothing to prepare (plain writes) are
+    /// applied without handing the async worker over to a blocking section.
+    fn needs_prepare(_app: &RwLock<Self>, _cmd: &Self::Command) -> bool
+    where
+        Self: Sized,
+    {
+        false
+    }
+
     fn prepare(_app: &RwLock<Self>, _cmd: &Self::Command)
     where
         Self: Sized,

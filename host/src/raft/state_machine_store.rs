@@ -285,16 +285,27 @@ where
         let entries: Vec<Entry<C>> = entries.into_iter().collect();
         // Slow preparation (recipe compilation) outside the write lock; on a worker of
         // a multi-threaded runtime, with that worker handed over to other tasks meanwhile.
-        let prepare = || {
-            for entry in &entries {
-                if let EntryPayload::Normal(ref cmd) = entry.payload {
+        // Only entries that need it: block_in_place costs a thread handover per call,
+        // which plain writes (nearly every entry) must not pay.
+        let to_prepare: Vec<&A::Command> = entries
+            .iter()
+            .filter_map(|entry| match entry.payload {
+                EntryPayload::Normal(ref cmd) if A::needs_prepare(&self.app, cmd) => Some(cmd),
+                _ => None,
+            })
+            .collect();
+        if !to_prepare.is_empty() {
+            let prepare = || {
+                for cmd in &to_prepare {
                     A::prepare(&self.app, cmd);
                 }
+            };
+            match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+                Ok(tokio::runtime::RuntimeFlavor::MultiThread) => {
+                    tokio::task::block_in_place(prepare)
+                }
+                _ => prepare(),
             }
-        };
-        match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-            Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(prepare),
-            _ => prepare(),
         }
         let (changes, state) = {
             let mut app = self.app.write();

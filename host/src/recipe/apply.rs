@@ -117,6 +117,18 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The 32 bytes of a 64-hex-digit sha256 (a blob's name); None if it is not one.
+fn sha_from_hex(sha: &str) -> Option<[u8; 32]> {
+    if sha.len() != 64 || !sha.is_ascii() {
+        return None;
+    }
+    let mut hash = [0u8; 32];
+    for (i, h) in hash.iter_mut().enumerate() {
+        *h = u8::from_str_radix(&sha[2 * i..2 * i + 2], 16).ok()?;
+    }
+    Some(hash)
+}
+
 fn version_path(name: &str, version: i32) -> String {
     format!("{MODULES}/{name}/{version:010}")
 }
@@ -1044,49 +1056,79 @@ impl StateMachine {
 
     // ---------------------------------------------------------------- preparation
 
+    /// Whether `cmd` needs a module this server has not compiled yet, i.e. whether
+    /// [`prepare_recipes`](Self::prepare_recipes) has slow work to do. Cheap: map
+    /// lookups under the read lock, no copying or hashing of module bytes for calls
+    /// (an upload or install hashes the module it brings). Called for every applied
+    /// entry, so plain writes never leave the async worker for a no-op preparation.
+    pub fn recipes_need_prepare(
+        app: &parking_lot::RwLock<StateMachine>,
+        cmd: &crate::command::Command,
+    ) -> bool {
+        let sm = app.read();
+        match sm.recipe_runtime() {
+            Some(rt) => !sm.modules_to_compile(&rt, cmd, false).is_empty(),
+            None => false,
+        }
+    }
+
     /// Compiles (into the runtime's cache) the modules an entry will need, before it is
     /// applied and without holding `app`'s lock while compiling: uploads and installs
     /// bring their module; a call needs its recipe's current module, which may not be
     /// compiled in this process yet (after a restart). Compiling is a cache fill: a
     /// module that fails here fails the same way when apply validates it.
     pub fn prepare_recipes(app: &parking_lot::RwLock<StateMachine>, cmd: &crate::command::Command) {
-        let mut wanted: Vec<Vec<u8>> = Vec::new();
-        let runtime = {
+        let (runtime, wanted) = {
             let sm = app.read();
             let Some(rt) = sm.recipe_runtime() else {
                 return;
             };
-            for op in &cmd.ops {
-                match op {
-                    crate::command::CommandOp::RecipeUpload { module, .. }
-                    | crate::command::CommandOp::RecipeInstall { module, .. }
-                        if !rt.is_loaded(&super::Runtime::module_hash(module)) =>
-                    {
-                        wanted.push(module.clone());
-                    }
-                    crate::command::CommandOp::RecipeCall { name, version, .. } => {
-                        if let Some((_, sha)) = sm.recipe_resolve(name, *version) {
-                            let blob = sm
-                                .tree()
-                                .get(&format!("{BLOBS}/{sha}"))
-                                .and_then(|n| n.data.clone());
-                            if let Some(bytes) = blob {
-                                if !rt.is_loaded(&super::Runtime::module_hash(&bytes)) {
-                                    wanted.push(bytes);
-                                }
-                            }
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            rt
+            let wanted = sm.modules_to_compile(&rt, cmd, true);
+            (rt, wanted)
         };
         for module in wanted {
             if let Err(e) = compile_in_background(&runtime, module) {
                 tracing::debug!(error = %e, "module did not compile ahead of apply; apply reports it");
             }
         }
+    }
+
+    /// The modules `cmd` brings or calls that `rt` has not compiled. With `copy` false
+    /// it stops at the first one and returns it empty (a yes/no answer without copying
+    /// hundreds of KiB). A call's module is found by the sha256 in its blob's name
+    /// (apply checks the bytes against it), so a call is never hashed here.
+    fn modules_to_compile(
+        &self,
+        rt: &super::Runtime,
+        cmd: &crate::command::Command,
+        copy: bool,
+    ) -> Vec<Vec<u8>> {
+        let mut wanted: Vec<Vec<u8>> = Vec::new();
+        for op in &cmd.ops {
+            let missing: Option<&[u8]> = match op {
+                crate::command::CommandOp::RecipeUpload { module, .. }
+                | crate::command::CommandOp::RecipeInstall { module, .. } => {
+                    (!rt.is_loaded(&super::Runtime::module_hash(module))).then_some(module)
+                }
+                crate::command::CommandOp::RecipeCall { name, version, .. } => {
+                    match self.recipe_resolve(name, *version) {
+                        Some((_, sha)) if !sha_from_hex(&sha).is_some_and(|h| rt.is_loaded(&h)) => self
+                            .tree()
+                            .get(&format!("{BLOBS}/{sha}"))
+                            .and_then(|n| n.data.as_deref()),
+                        _ => None,
+                    }
+                }
+                _ => None,
+            };
+            if let Some(bytes) = missing {
+                if !copy {
+                    return vec![Vec::new()];
+                }
+                wanted.push(bytes.to_vec());
+            }
+        }
+        wanted
     }
 
     /// Compiles every stored module into the runtime's cache (after a restart), one at
@@ -1303,11 +1345,7 @@ impl StateMachine {
             .tree()
             .get(&format!("{BLOBS}/{sha}"))
             .and_then(|n| n.data.as_deref());
-        let mut hash = [0u8; 32];
-        if sha.len() == 64 {
-            for (i, h) in hash.iter_mut().enumerate() {
-                *h = u8::from_str_radix(&sha[2 * i..2 * i + 2], 16).unwrap_or(0);
-            }
+        if let Some(hash) = sha_from_hex(sha) {
             if rt.is_loaded(&hash) {
                 return Ok(hash);
             }

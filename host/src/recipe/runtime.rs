@@ -32,7 +32,7 @@ use parking_lot::{Condvar, Mutex, RwLock};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use wasmtime::{
-    Caller, Config, Engine, Extern, ExternType, InstanceAllocationStrategy, InstancePre, Linker,
+    Caller, Config, Enabled, Engine, Extern, ExternType, InstanceAllocationStrategy, InstancePre, Linker,
     Memory, Module, ModuleExport, OptLevel, PoolingAllocationConfig, ResourceLimiter, Store,
     StoreLimits, StoreLimitsBuilder, Trap, ValType, WasmFeatures,
 };
@@ -145,6 +145,21 @@ impl DeterminismProfile {
     }
 }
 
+/// Whether the kernel has the PAGEMAP_SCAN ioctl (Linux 6.7 and later), which
+/// wasmtime's `pagemap_scan(Auto)` then uses.
+fn kernel_has_pagemap_scan() -> bool {
+    if !cfg!(target_os = "linux") {
+        return false;
+    }
+    let Ok(release) = std::fs::read_to_string("/proc/sys/kernel/osrelease") else {
+        return false;
+    };
+    let mut parts = release.trim().split(|c: char| !c.is_ascii_digit());
+    let major: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    let minor: u32 = parts.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+    (major, minor) >= (6, 7)
+}
+
 fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
     let mut s = String::with_capacity(bytes.len() * 2);
@@ -169,6 +184,11 @@ pub struct Outcome {
     pub status: i32,
     /// Fuel consumed (deterministic: same invocation, same number).
     pub fuel_used: u64,
+    /// Bytes by which the invocation grew its linear memory beyond the module's initial
+    /// size. Zero is the fast case: growing costs the host two page-protection changes
+    /// (and their TLB shootdowns) per invocation, which is why the SDK allocates from an
+    /// arena in the initial memory (guest-sdk/src/arena.rs).
+    pub memory_grown_bytes: usize,
 }
 
 /// [`HostEnv`] with its type erased (the linker is built once, so the store's data type
@@ -430,7 +450,17 @@ impl Runtime {
         // bounds checks are then explicit in the compiled code rather than elided by a
         // 4 GiB reservation, which costs a little guest speed but no absurd VM use.
         let page = 64 << 10;
-        const KEEP_RESIDENT_BYTES: usize = 256 << 10;
+        // How much of a recycled instance's memory is reset in place (kept mapped)
+        // rather than given back to the kernel with madvise, whose TLB shootdown
+        // interrupts every core running the server. With PAGEMAP_SCAN only the pages
+        // an invocation wrote are reset, so a large bound costs nothing unless used:
+        // it covers an SDK recipe's stack, data and allocation arena. Without it the
+        // whole range is memset on every invocation, so it stays small.
+        let keep_resident_bytes: usize = if kernel_has_pagemap_scan() {
+            2 << 20
+        } else {
+            256 << 10
+        };
         let mem_reservation = (limits.memory_bytes as u64).div_ceil(page) * page;
         config
             .memory_reservation(mem_reservation.max(page))
@@ -450,8 +480,11 @@ impl Runtime {
             // instead of madvise + a page fault per touched page on the next invocation:
             // an SDK-built recipe (64 KiB stack at the bottom, then data and heap)
             // touches mostly this range. Only speed changes: both reset to zeros.
-            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-            .table_keep_resident(KEEP_RESIDENT_BYTES);
+            .linear_memory_keep_resident(keep_resident_bytes)
+            .table_keep_resident(keep_resident_bytes)
+            // Where the kernel has PAGEMAP_SCAN (Linux 6.7+), reset only the pages the
+            // invocation wrote, instead of memset over all of keep_resident_bytes.
+            .pagemap_scan(Enabled::Auto);
         config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
 
         let engine = Engine::new(&config)
@@ -755,6 +788,7 @@ impl Runtime {
             return Err(RecipeError::Invalid("module exports changed".into()));
         };
         store.data_mut().memory = Some(memory);
+        let initial_bytes = memory.data_size(&*store);
         let alloc = alloc
             .typed::<i32, i32>(&*store)
             .map_err(|e| mapped(store, e))?;
@@ -778,6 +812,7 @@ impl Runtime {
         Ok(Outcome {
             status,
             fuel_used: budget.saturating_sub(remaining),
+            memory_grown_bytes: memory.data_size(&*store).saturating_sub(initial_bytes),
         })
     }
 }

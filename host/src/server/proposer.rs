@@ -26,9 +26,16 @@ use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
-/// Entries submitted to raft and not yet applied. Two keep the disk busy: one being
-/// fsynced, the next one queued behind it.
+/// Entries submitted to raft and not yet applied, in an ensemble. Two keep the leader
+/// busy: one being replicated and fsynced, the next one queued behind it.
 const MAX_ENTRIES_IN_FLIGHT: usize = 2;
+/// The same for a standalone server. One: there is no network round trip to overlap,
+/// and every entry costs a fixed amount of work (an fsync, a raft round, thread
+/// wake-ups) whatever its size, so on a small machine fewer, bigger entries win.
+/// Measured on 2 cores, 16 clients x 8 in flight of setData: 1 entry in flight gave
+/// about 72k writes/s, 2 gave 60k, 4 gave 46k, 8 gave 34k; one request at a time is
+/// unaffected (each entry holds one operation either way).
+const MAX_ENTRIES_IN_FLIGHT_STANDALONE: usize = 1;
 /// Bound on the operations of one entry (keeps entries, and apply pauses, small).
 const MAX_OPS_PER_BATCH: usize = 1024;
 /// Bound on the approximate bytes of one entry's operations (an operation larger than
@@ -93,7 +100,11 @@ async fn run(
     commit_latency: Arc<Histogram>,
     cluster: Option<Arc<Cluster>>,
 ) {
-    let in_flight = Arc::new(Semaphore::new(MAX_ENTRIES_IN_FLIGHT));
+    let in_flight = Arc::new(Semaphore::new(if cluster.is_some() {
+        MAX_ENTRIES_IN_FLIGHT
+    } else {
+        MAX_ENTRIES_IN_FLIGHT_STANDALONE
+    }));
     // An operation that would have overflowed the previous batch starts the next one.
     let mut carry: Option<Queued> = None;
     loop {
