@@ -627,6 +627,7 @@ fn sdk_recipe_does_not_grow_memory() {
         let out = out.expect("noop runs");
         assert_eq!(out.status, 0);
         assert_eq!(out.memory_grown_bytes, 0, "the no-op recipe grew its memory");
+        eprintln!("noop.wasm: {} fuel", out.fuel_used);
     }
     // Growth is measured: a module whose handler grows one page more than another
     // (both grow in their alloc export) reports one page more.
