@@ -12,17 +12,18 @@
 # What it does:
 #   1. builds `wazoo` in release mode (unless WAZOO_BIN names a built one);
 #   2. starts Debian's ZooKeeper (standalone, forceSync=yes, the default; a fresh
-#      dataDir on the local disk; 127.0.0.1, free port) and runs every workload below
-#      with `wazoo bench`, then stops it;
-#   3. starts Wazoo (release, a fresh data dir on the same disk; every write fsynced
-#      through raft/RocksDB as always) and runs the same workloads, then stops it;
+#      dataDir on the local disk; 127.0.0.1, free port) and Wazoo (release, a fresh
+#      data dir on the same disk; every write fsynced through raft/RocksDB as always);
+#   3. runs every workload below with `wazoo bench` on ZooKeeper and then at once on
+#      Wazoo, then Wazoo's recipe-call rounds, and stops both;
 #   4. coordination ("recipes"): a fresh ZooKeeper runs the client-side lock
 #      (ephemeral-sequential + predecessor watch, as Curator and kazoo) with 8, 32 and
 #      128 contending sessions; a fresh Wazoo with the built-in recipes runs the lock
 #      recipe and the same client-side lock, then leader failover (election recipe)
 #      and N-party barrier release (barrier recipe);
 #   5. writes BENCHMARKS.md: machine, date, exact commands, the tables.
-# Only one server runs at a time, and the load generator shares the machine with it.
+# Only one server is under load at a time (in step 3 both run, alternating per
+# workload), and the load generator shares the machine with it.
 #
 # Environment:
 #   BENCH_SECS (10)  BENCH_WARMUP (2)  BENCH_CLIENTS (16)  BENCH_DEPTH (8)
@@ -123,6 +124,8 @@ export WAZOO_RECIPES_DIR="$RECIPES_DIR"
 # Temporary files on the local disk (not tmpfs: fsync must cost what it costs).
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/wazoo-bench.XXXXXX")"
 SERVER_PID=""
+# A server kept running while another one starts (the main comparison runs both).
+OTHER_PID=""
 stop_server() {
     if [ -n "$SERVER_PID" ]; then
         kill "$SERVER_PID" 2>/dev/null || true
@@ -132,6 +135,10 @@ stop_server() {
 }
 cleanup() {
     stop_server
+    if [ -n "$OTHER_PID" ]; then
+        kill "$OTHER_PID" 2>/dev/null || true
+        wait "$OTHER_PID" 2>/dev/null || true
+    fi
     rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -269,15 +276,27 @@ if [ "$ONLY" != recipes ]; then
         done
     }
 
+    # Both servers run; each workload runs on ZooKeeper and then at once on Wazoo, so
+    # the two see the same machine (this disk's fsync latency drifts over minutes, and
+    # a comparison made minutes apart measures the drift). Only one is under load at a
+    # time; the other is idle.
     start_zookeeper
     echo "bench.sh: ZooKeeper on $SERVER_ADDR ($(four_letter "${SERVER_ADDR##*:}" srvr | head -1))"
     ZK_VERSION="$(four_letter "${SERVER_ADDR##*:}" srvr | head -1 | sed 's/^Zookeeper version: //')"
-    run_all zookeeper "${RUNS[@]}"
-    stop_server
-
+    ZK_ADDR="$SERVER_ADDR"
+    OTHER_PID="$SERVER_PID"
+    SERVER_PID=""
     start_wazoo
     echo "bench.sh: Wazoo on $SERVER_ADDR"
-    run_all wazoo "${RUNS[@]}"
+    WAZOO_ADDR="$SERVER_ADDR"
+    for run in "${RUNS[@]}"; do
+        SERVER_ADDR="$ZK_ADDR" run_all zookeeper "$run"
+        SERVER_ADDR="$WAZOO_ADDR" run_all wazoo "$run"
+    done
+    kill "$OTHER_PID" 2>/dev/null || true
+    wait "$OTHER_PID" 2>/dev/null || true
+    OTHER_PID=""
+    SERVER_ADDR="$WAZOO_ADDR"
     for round in $(seq 1 "$PAIR_ROUNDS"); do
         for load in "${PAIR_LOADS[@]}"; do
             run_all wazoo-pair "write $load" "recipe-call $load"
@@ -634,8 +653,10 @@ regenerate this file; numbers from a different machine are not comparable.
 | load average (1/5/15 min) before / after the runs | {e['LOAD_BEFORE']} / {e['LOAD_AFTER']} |
 
 The load generator (`wazoo bench`) runs on the same 2 cores as the server under test,
-so both servers are measured with a competing client process; only one server runs
-at a time.
+so both servers are measured with a competing client process. Both servers run
+during the comparison, but only one is under load at a time: each workload runs on
+ZooKeeper and then at once on Wazoo, because this machine's fsync latency drifts
+over minutes and runs made minutes apart would compare the drift.
 
 ## Setup
 
