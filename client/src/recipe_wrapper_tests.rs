@@ -583,3 +583,80 @@ async fn unrouted_messages_reach_the_user() {
         ("revoked", "unrouted", revoked[0].token)
     );
 }
+
+/// Waits (one round trip per check) until lock `name` has `n` queued calls.
+async fn wait_waiters(c: &Client, name: &str, n: usize) {
+    let l = c.lock(name);
+    g(async {
+        loop {
+            if l.waiters().await.expect("waiters").len() == n {
+                return;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+}
+
+/// A waiter on a reconnecting client keeps its place when its connection drops: the
+/// acquire is resumed after the reconnect. Once the grant comes while it is back
+/// (completing the resumed call), once while it is away (the retry finds it held).
+#[tokio::test]
+async fn lock_waiter_keeps_its_place_across_reconnects() {
+    let proxy = Proxy::start().await;
+    let (a, c) = (connect().await, connect().await);
+    let b = connect_to(&proxy.addr, Failover::reconnecting()).await;
+    let name = "resume-place";
+    let ga = g(a.lock(name).acquire()).await.unwrap();
+    let lb = b.lock(name);
+    let wb = tokio::spawn(async move { lb.acquire().await });
+    wait_waiters(&a, name, 1).await;
+    let lc = c.lock(name);
+    let wc = tokio::spawn(async move { lc.acquire().await });
+    wait_waiters(&a, name, 2).await;
+
+    // b's connection drops and comes back before its turn: the resumed call waits
+    // with the first one (three parked calls, two places).
+    proxy.cut_and_block();
+    wait_state(&b, ConnState::Disconnected).await;
+    proxy.unblock();
+    wait_waiters(&a, name, 3).await;
+    assert!(b.reconnects() >= 1);
+    let ta = ga.fencing_token();
+    g(ga.release()).await.unwrap();
+    let gb = g(wb).await.unwrap().expect("b keeps its place ahead of c");
+    assert!(gb.fencing_token() > ta);
+    wait_waiters(&a, name, 1).await;
+    assert!(!wc.is_finished(), "c waits behind b");
+
+    // b queues again behind c, and is granted while its connection is down: the
+    // completion is lost with the connection, the resumed acquire finds the grant.
+    let tb = gb.fencing_token();
+    g(gb.release()).await.unwrap();
+    let gc = g(wc).await.unwrap().expect("then c");
+    assert!(gc.fencing_token() > tb);
+    let lb = b.lock(name);
+    let wb = tokio::spawn(async move { lb.acquire().await });
+    wait_waiters(&a, name, 1).await;
+    let reconnects = b.reconnects();
+    proxy.cut_and_block();
+    wait_state(&b, ConnState::Disconnected).await;
+    let tc = gc.fencing_token();
+    g(gc.release()).await.unwrap();
+    // Granted to b's session while b is away.
+    let held = g(a.lock(name).holders()).await.unwrap();
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0].session_id, b.session_id());
+    proxy.unblock();
+    let gb = g(wb).await.unwrap().expect("the grant made while away");
+    assert!(b.reconnects() > reconnects);
+    assert_eq!(gb.fencing_token(), held[0].token);
+    assert!(gb.fencing_token() > tc);
+    // A second acquire of the same lock through the same client is refused locally.
+    assert!(matches!(
+        g(b.lock(name).acquire()).await,
+        Err(RecipeError::AlreadyHeld)
+    ));
+    g(gb.release()).await.unwrap();
+    assert!(g(a.lock(name).holders()).await.unwrap().is_empty());
+}

@@ -31,9 +31,12 @@
 //! flagged [`ConfigUpdate::coalesced`] when versions were skipped). Calls the recipes
 //! make safe to retry (barrier `enter`, `double_enter`, `double_leave`, `wait`,
 //! election `join`) are retried after a reconnect on a reconnecting client
-//! ([`crate::Failover::reconnect`]); the others (lock acquires, `publish`, ...)
-//! return the ConnectionLoss error ([`RecipeError::Client`]): whether they took
-//! effect is unknown, and the caller decides.
+//! ([`crate::Failover::reconnect`]). So are lock acquires and releases: an acquire is
+//! retried with `resume` (the lock recipe then waits with the session's earlier parked
+//! call, keeping its place in the queue, or replies the grant that call got while the
+//! client was away), a release with its token. The others (`publish`, ...) return the
+//! ConnectionLoss error ([`RecipeError::Client`]): whether they took effect is
+//! unknown, and the caller decides.
 
 use crate::{Client, ClientError, ConnState, Inner, RecipeMessage};
 use serde::de::DeserializeOwned;
@@ -297,6 +300,9 @@ struct Dispatcher {
     /// rather than piling up in a channel nobody reads); `Some(None)` once taken.
     unrouted: Mutex<Option<UnboundedSender<RecipeMessage>>>,
     unrouted_taken: std::sync::atomic::AtomicBool,
+    /// Locks (module, name) this client is acquiring or holds through a guard: see
+    /// [`LocalClaim`].
+    claims: Mutex<std::collections::BTreeSet<(String, String)>>,
 }
 
 /// One dispatcher per client session, found by the client's shared state. Weak keys:
@@ -330,6 +336,7 @@ impl Dispatcher {
             next_id: AtomicU64::new(1),
             unrouted: Mutex::new(None),
             unrouted_taken: std::sync::atomic::AtomicBool::new(false),
+            claims: Mutex::new(std::collections::BTreeSet::new()),
         });
         reg.push((me, d.clone()));
         rt.spawn(dispatch(Arc::downgrade(&d), rx));
@@ -639,6 +646,47 @@ struct LockArgs<'a> {
     timeout_ms: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     permits: Option<u32>,
+    /// A retry after a lost connection (see [`acquire_mode`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    resume: Option<bool>,
+}
+
+/// This client's claim on a lock, from the start of an acquire until its guard is
+/// released or dropped (or the acquire failed). A second acquire of the same lock in
+/// the same client fails [`RecipeError::AlreadyHeld`] at once, as the server would
+/// (a session holds a lock at most once). It is what makes a resumed acquire safe:
+/// the server matches a `resume` by session, so two acquires of one lock in flight in
+/// one session could otherwise both be handed the same grant.
+struct LocalClaim {
+    dispatcher: Arc<Dispatcher>,
+    key: (String, String),
+}
+
+impl LocalClaim {
+    fn take(h: &Handle) -> Result<Option<LocalClaim>, RecipeError> {
+        // Without a dispatcher (messages taken by the user) there is no claim, and
+        // acquires are not resumed.
+        let Ok(dispatcher) = Dispatcher::of(&h.client) else {
+            return Ok(None);
+        };
+        let key = (h.module.clone(), h.name.clone());
+        if !lock(&dispatcher.claims).insert(key.clone()) {
+            return Err(RecipeError::AlreadyHeld);
+        }
+        Ok(Some(LocalClaim { dispatcher, key }))
+    }
+}
+
+impl std::fmt::Debug for LocalClaim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalClaim").field("key", &self.key).finish()
+    }
+}
+
+impl Drop for LocalClaim {
+    fn drop(&mut self) {
+        lock(&self.dispatcher.claims).remove(&self.key);
+    }
 }
 
 #[derive(Serialize)]
@@ -736,15 +784,30 @@ async fn acquire_mode(
     // Registered first, so a revocation that follows the grant is not missed; a client
     // whose messages were taken still gets its locks, only without `revoked()`.
     let sub = h.subscribe(Matcher::Name(h.name.clone())).ok();
+    let claim = LocalClaim::take(h)?;
     let timeout_ms = timeout.map(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX));
-    let args = LockArgs {
+    let mut args = LockArgs {
         name: &h.name,
         timeout_ms,
         permits,
+        resume: None,
     };
-    let g: GrantReply = h.call(function, &args).await?;
-    LockGuard::from_reply(h, mode, g, sub)?
-        .ok_or_else(|| RecipeError::Decode(format!("{function} replied granted: false")))
+    // On a reconnecting client a lost connection does not lose the place: the server
+    // keeps a parked call until its session ends, so the retry (`resume`) waits with
+    // the earlier call, or gets the grant it was given meanwhile.
+    let g: GrantReply = loop {
+        match h.call(function, &args).await {
+            Err(e) if e.is_connection_loss() && h.client.inner.reconnect && claim.is_some() => {
+                wait_connected(&h.client).await?;
+                args.resume = Some(true);
+            }
+            r => break r?,
+        }
+    };
+    let mut guard = LockGuard::from_reply(h, mode, g, sub)?
+        .ok_or_else(|| RecipeError::Decode(format!("{function} replied granted: false")))?;
+    guard.claim = claim;
+    Ok(guard)
 }
 
 async fn try_acquire_mode(
@@ -754,13 +817,18 @@ async fn try_acquire_mode(
     permits: Option<u32>,
 ) -> Result<Option<LockGuard>, RecipeError> {
     let sub = h.subscribe(Matcher::Name(h.name.clone())).ok();
+    let claim = LocalClaim::take(h)?;
     let args = LockArgs {
         name: &h.name,
         timeout_ms: None,
         permits,
+        resume: None,
     };
     let g: GrantReply = h.call(function, &args).await?;
-    LockGuard::from_reply(h, mode, g, sub)
+    Ok(LockGuard::from_reply(h, mode, g, sub)?.map(|mut guard| {
+        guard.claim = claim;
+        guard
+    }))
 }
 
 /// The read-only queries every lock kind has.
@@ -819,11 +887,12 @@ pub struct Lock {
 lock_queries!(Lock);
 
 impl Lock {
-    /// Waits (the call parks on the server) until the lock is granted. If the
-    /// connection is lost meanwhile this fails with ConnectionLoss while the request
-    /// may still be queued on the server and be granted later to the session:
-    /// check [`holders`](Self::holders) before acquiring again (a second acquire by a
-    /// holder fails [`RecipeError::AlreadyHeld`]).
+    /// Waits (the call parks on the server) until the lock is granted. On a
+    /// reconnecting client a lost connection does not lose the place in the queue
+    /// (see the module docs); on a plain client it fails with ConnectionLoss while the
+    /// request may still be queued on the server and be granted later to the session.
+    /// A second acquire of the same lock through the same client, while the first
+    /// waits or its guard lives, fails [`RecipeError::AlreadyHeld`].
     pub async fn acquire(&self) -> Result<LockGuard, RecipeError> {
         acquire_mode(&self.h, LockMode::Exclusive, "acquire", None, None).await
     }
@@ -957,6 +1026,8 @@ pub struct LockGuard {
     since: i64,
     released: bool,
     sub: Option<Subscription>,
+    /// Dropped with the guard (after the release is sent).
+    claim: Option<LocalClaim>,
 }
 
 impl std::fmt::Debug for Subscription {
@@ -990,6 +1061,7 @@ impl LockGuard {
             since,
             released: false,
             sub,
+            claim: None,
         }))
     }
 
@@ -1020,14 +1092,32 @@ impl LockGuard {
 
     /// Releases this grant. [`RecipeError::NotHolder`] if it was no longer held
     /// (revoked, or lost with the session).
+    ///
+    /// On a reconnecting client a release whose connection is lost is sent again after
+    /// the reconnect, with the grant's token: if the first one was applied, the retry
+    /// finds the grant gone (`not the holder`), which then counts as released.
     pub async fn release(mut self) -> Result<(), RecipeError> {
         self.released = true;
         let args = ReleaseArgs {
             name: &self.h.name,
             token: self.token,
         };
-        let _: Option<()> = self.h.call(self.mode.release_function(), &args).await?;
-        Ok(())
+        let mut retried = false;
+        loop {
+            match self
+                .h
+                .call::<_, Option<()>>(self.mode.release_function(), &args)
+                .await
+            {
+                Ok(_) => return Ok(()),
+                Err(e) if e.is_connection_loss() && self.h.client.inner.reconnect => {
+                    wait_connected(&self.h.client).await?;
+                    retried = true;
+                }
+                Err(RecipeError::NotHolder) if retried => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// Drops the guard without releasing: the lock stays held until released (by
@@ -1069,6 +1159,8 @@ impl Drop for LockGuard {
         };
         let h = self.h.clone();
         let (function, token) = (self.mode.release_function(), self.token);
+        // The claim ends when the release was answered, not before it was sent.
+        let claim = self.claim.take();
         rt.spawn(async move {
             let args = ReleaseArgs {
                 name: &h.name,
@@ -1077,6 +1169,7 @@ impl Drop for LockGuard {
             if let Err(e) = h.call::<_, Option<()>>(function, &args).await {
                 tracing::debug!(lock = %h.name, token, error = %e, "release on drop failed");
             }
+            drop(claim);
         });
     }
 }

@@ -155,6 +155,10 @@ pub struct AcquireArgs {
     pub timeout_ms: Option<i64>,
     #[serde(default)]
     pub permits: Option<u32>,
+    /// A retry after a lost connection: reply the session's current grant, or wait
+    /// with (as a shadow of) the session's earlier parked acquire. See [`acquire`].
+    #[serde(default)]
+    pub resume: Option<bool>,
 }
 
 /// `{name, token?}`: every release function.
@@ -337,6 +341,34 @@ fn acquire(call: &Call, mode: Mode, try_only: bool) -> Result<()> {
     // Hand over to waiters that fit first (a no-op unless an earlier wake-up was
     // lost), so that the queue decides before this caller.
     let (holders, waiting) = settle(name, &info)?;
+    if args.resume == Some(true) && !try_only {
+        // A retry after a lost connection. The server never cancels a parked call
+        // when its connection drops (only when its session ends), so the session's
+        // place is still its earlier call, or that call was granted meanwhile and
+        // its completion went to the lost connection.
+        if holders
+            .iter()
+            .any(|h| h.session_id == call.session_id() && h.mode == mode)
+        {
+            // The holder znode's data has the grant's time (`since`).
+            if let Some(h) = list_holders_full(name)?
+                .into_iter()
+                .find(|h| h.session_id == call.session_id() && h.mode == mode)
+            {
+                return call.reply(&granted(name, &h));
+            }
+        }
+        let waits = waiters(name)?.into_iter().any(|w| {
+            w.call.session_id == call.session_id()
+                && w.mode == mode
+                && w.call.call_id != call.id()
+        });
+        if waits {
+            // A shadow: no place of its own; completed together with the earlier
+            // call (see `settle`), which keeps its place and its timer.
+            return call.park();
+        }
+    }
     if holders.iter().any(|h| h.session_id == call.session_id()) {
         return Err(Error::msg(ALREADY_HELD));
     }
@@ -496,6 +528,18 @@ fn timed_out(call_id: i64) -> Result<()> {
     let Ok(args) = parked.decode_args::<AcquireArgs>() else {
         return Ok(());
     };
+    // Its shadows (resumed calls of the same session) time out with it.
+    if let Some(mode) = Mode::of_acquire(&parked.function) {
+        for w in waiters(&args.name)? {
+            if w.args.resume == Some(true)
+                && w.call.session_id == parked.session_id
+                && w.mode == mode
+                && w.call.call_id > call_id
+            {
+                finish(w.call.call_id, &w.args, Err(TIMEOUT.to_string()))?;
+            }
+        }
+    }
     // It may have been the head of the queue, blocking others that fit now.
     if let Some(info) = load_info(&args.name)? {
         wake(&args.name, &info)?;
@@ -685,6 +729,42 @@ fn waiters(name: &str) -> Result<Vec<Waiting>> {
     Ok(out)
 }
 
+/// A place in the queue: a parked acquire and the resumed calls (retries after a
+/// lost connection) waiting with it, which get its outcome.
+struct Place {
+    first: Waiting,
+    shadows: Vec<Waiting>,
+}
+
+/// The queue of `name`: parked acquires oldest first, each `resume` call folded into
+/// the earlier parked call of its session and mode.
+fn queue(name: &str) -> Result<Vec<Place>> {
+    let mut places: Vec<Place> = Vec::new();
+    for w in waiters(name)? {
+        if w.args.resume == Some(true) {
+            if let Some(p) = places.iter_mut().find(|p| {
+                p.first.call.session_id == w.call.session_id && p.first.mode == w.mode
+            }) {
+                p.shadows.push(w);
+                continue;
+            }
+        }
+        places.push(Place {
+            first: w,
+            shadows: Vec::new(),
+        });
+    }
+    Ok(places)
+}
+
+/// Completes a place: its parked call and every shadow of it, with the same result.
+fn finish_place(place: &Place, result: std::result::Result<Granted, String>) -> Result<()> {
+    for w in std::iter::once(&place.first).chain(&place.shadows) {
+        finish(w.call.call_id, &w.args, result.clone())?;
+    }
+    Ok(())
+}
+
 /// Whether a new holder in `mode` fits next to `holders`.
 fn compatible(info: &LockInfo, holders: &[Holder], mode: Mode) -> bool {
     match mode {
@@ -761,18 +841,17 @@ fn drop_holder(name: &str, h: &Holder) -> Result<()> {
 fn settle(name: &str, info: &LockInfo) -> Result<(Vec<Holder>, usize)> {
     let mut holders = list_holders(name)?;
     let mut left = 0;
-    for w in waiters(name)? {
+    for place in queue(name)? {
         if left > 0 {
             left += 1;
             continue;
         }
-        let call_id = w.call.call_id;
+        let w = &place.first;
         let session = w.call.session_id;
         if w.mode.kind() != info.kind {
             // Cannot happen (the kind is checked before parking); never block on it.
-            finish(
-                call_id,
-                &w.args,
+            finish_place(
+                &place,
                 Err(format!(
                     "wrong kind: lock {name} is a {}",
                     info.kind.as_str()
@@ -784,12 +863,12 @@ fn settle(name: &str, info: &LockInfo) -> Result<(Vec<Holder>, usize)> {
             continue;
         }
         if holders.iter().any(|h| h.session_id == session) {
-            finish(call_id, &w.args, Err(ALREADY_HELD.to_string()))?;
+            finish_place(&place, Err(ALREADY_HELD.to_string()))?;
             continue;
         }
         if compatible(info, &holders, w.mode) {
             let h = grant(name, session, w.mode)?;
-            finish(call_id, &w.args, Ok(granted(name, &h)))?;
+            finish_place(&place, Ok(granted(name, &h)))?;
             holders.push(h);
         } else {
             left = 1;

@@ -21,16 +21,21 @@ fn acq_timeout(n: &str, timeout_ms: i64) -> AcquireArgs {
     AcquireArgs {
         name: n.into(),
         timeout_ms: Some(timeout_ms),
-        permits: None,
+        ..Default::default()
     }
 }
 
 fn sem(n: &str, permits: u32) -> AcquireArgs {
     AcquireArgs {
         name: n.into(),
-        timeout_ms: None,
         permits: Some(permits),
+        ..Default::default()
     }
+}
+
+fn resume(mut a: AcquireArgs) -> AcquireArgs {
+    a.resume = Some(true);
+    a
 }
 
 fn rel(n: &str) -> ReleaseArgs {
@@ -671,6 +676,7 @@ impl Stress {
             name: self.lock.into(),
             timeout_ms,
             permits: (mode == Mode::Permit).then_some(self.model.permits as u32),
+            resume: None,
         };
         self.idle.retain(|s| *s != session);
         let r = self.h.call(session, mode.acquire_function(), &args);
@@ -931,4 +937,62 @@ fn holder_names_round_trip() {
         assert_eq!(parse_holder(child), Some((token, session, mode)), "{child}");
     }
     assert_eq!(parse_holder("junk"), None);
+}
+
+/// A waiter whose connection was lost retries with `resume`: while it still waits, the
+/// retry waits with its earlier call (same place, completed together); once granted,
+/// the retry replies the grant at once. Nobody behind it moves ahead.
+#[test]
+fn resume_keeps_the_place_and_finds_a_lost_grant() {
+    let mut h = Harness::new::<Lock>();
+    let (s1, s2, s3) = (h.open_session(), h.open_session(), h.open_session());
+    let g1: Granted = h.call(s1, "acquire", &acq("r")).reply();
+    let c2 = h.call(s2, "acquire", &acq("r"));
+    assert!(c2.is_parked());
+    let c3 = h.call(s3, "acquire", &acq("r"));
+    assert!(c3.is_parked());
+    // s2 lost its connection and retries: a shadow of c2, not a second place.
+    let c2r = h.call(s2, "acquire", &resume(acq("r")));
+    assert!(c2r.is_parked());
+    assert!(h.completion(c2r.call_id).is_none());
+    // A resume without an earlier call is a plain acquire (queued behind s3 here).
+    h.call(s1, "release", &rel("r")).reply::<()>();
+    let g2 = granted_of(&h, &c2).expect("s2 is next");
+    assert_eq!(granted_of(&h, &c2r), Some(g2.clone()), "the shadow gets the same grant");
+    assert!(g2.token > g1.token);
+    assert!(h.completion(c3.call_id).is_none(), "s3 stays behind s2");
+    // The grant's completion was lost too: a second retry finds it held.
+    let again: Granted = h.call(s2, "acquire", &resume(acq("r"))).reply();
+    assert_eq!(again, g2);
+    // Without resume, asking again is still an error.
+    assert_eq!(
+        h.call(s2, "acquire", &acq("r")).failure(),
+        Some(ALREADY_HELD)
+    );
+    h.call(s2, "release", &rel("r")).reply::<()>();
+    let g3 = granted_of(&h, &c3).expect("then s3");
+    assert!(g3.token > g2.token);
+    // Resume with nothing to resume: a plain acquire (parks behind s3).
+    let c1 = h.call(s1, "acquire", &resume(acq("r")));
+    assert!(c1.is_parked());
+    h.call(s3, "release", &rel("r")).reply::<()>();
+    assert!(granted_of(&h, &c1).is_some());
+}
+
+/// A shadow times out with the call it waits with, and does not block the queue.
+#[test]
+fn resumed_waiter_times_out_with_its_first_call() {
+    let mut h = Harness::new::<Lock>();
+    let (s1, s2, s3) = (h.open_session(), h.open_session(), h.open_session());
+    h.call(s1, "write_acquire", &acq("t")).reply::<Granted>();
+    let c2 = h.call(s2, "write_acquire", &acq_timeout("t", 1000));
+    let c2r = h.call(s2, "write_acquire", &resume(acq_timeout("t", 1000)));
+    assert!(c2.is_parked() && c2r.is_parked());
+    let c3 = h.call(s3, "read_acquire", &acq("t"));
+    assert!(c3.is_parked());
+    h.fire_timers(h.now_ms() + 1000);
+    assert_eq!(h.completion(c2.call_id), Some(Err(TIMEOUT.to_string())));
+    assert_eq!(h.completion(c2r.call_id), Some(Err(TIMEOUT.to_string())));
+    h.call(s1, "write_release", &rel("t")).reply::<()>();
+    assert!(granted_of(&h, &c3).is_some(), "the reader behind is let in");
 }
