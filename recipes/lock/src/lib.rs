@@ -7,7 +7,7 @@
 //!
 //! | function | arguments | reply |
 //! | --- | --- | --- |
-//! | `acquire` | `{name, timeout_ms?}` | `Granted` at once if the lock is free and nobody waits; else the call parks and is completed with `Granted` when its turn comes (FIFO), or failed with `timeout` after `timeout_ms` (0: fail at once instead of parking) |
+//! | `acquire` | `{name, timeout_ms?, resume?}` | `Granted` at once if the lock is free and nobody waits; else the call parks and is completed with `Granted` when its turn comes (FIFO), or failed with `timeout` after `timeout_ms` (0: fail at once instead of parking) |
 //! | `try_acquire` | `{name}` | never parks: `Granted`, or `{granted: false, name, token: nil, path: nil, since: nil}` |
 //! | `release` | `{name, token?}` | nil; the oldest waiter gets the lock. Fails `not the holder` unless the caller holds it (with that token, if given) |
 //! | `read_acquire` / `write_acquire` | `{name, timeout_ms?}` | as `acquire`, for a read-write lock: many readers or one writer, FIFO (a waiting writer blocks the readers behind it) |
@@ -28,7 +28,9 @@
 //! (ms since the epoch), `mode` one of `exclusive`, `read`, `write`, `permit`.
 //!
 //! A session holds a lock at most once (asking again fails `already held`: no
-//! reentrancy, no upgrade). Names are one namespace: using a lock as another kind than
+//! reentrancy, no upgrade). An acquire with `resume: true` (a retry after a lost
+//! connection) replies the session's current grant, or waits with its earlier parked
+//! call of the same function (same place in the queue, same outcome). Names are one namespace: using a lock as another kind than
 //! it was created as fails.
 //!
 //! State, under `/wazoo/recipes/lock/`:
