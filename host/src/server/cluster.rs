@@ -223,8 +223,18 @@ pub async fn leader_connection_lost(raft: crate::app::Raft, leader: u64) {
         let m = raft.metrics().borrow().clone();
         m.membership_config.membership().voter_ids().count().max(1) as u32
     };
+    // Keep trying until the survivors' leases on the dead leader have surely run out
+    // (a lease lasts up to `election_timeout_max` after the last heartbeat; found in
+    // CI: three attempts 450 ms apart all fell inside a 1 s lease, and the election
+    // timeout, with a split vote, took over), but no longer than the election timeout
+    // would take anyway.
+    let give_up = tokio::time::Instant::now()
+        + Duration::from_millis(raft.config().election_timeout_max) * 2;
     tokio::time::sleep(FAST_ELECTION_STAGGER * rank as u32).await;
-    for attempt in 0..FAST_ELECTION_ATTEMPTS {
+    for attempt in 0..FAST_ELECTION_MAX_ATTEMPTS {
+        if tokio::time::Instant::now() >= give_up {
+            return;
+        }
         let m = raft.metrics().borrow().clone();
         let leader_gone = m.current_leader.is_none() || m.current_leader == Some(leader);
         if !leader_gone || m.state == ServerState::Leader || m.state == ServerState::Shutdown {
@@ -239,8 +249,10 @@ pub async fn leader_connection_lost(raft: crate::app::Raft, leader: u64) {
     }
 }
 
-/// Elections a survivor starts on its own before leaving it to the election timeout.
-const FAST_ELECTION_ATTEMPTS: u32 = 3;
+/// A bound on the elections a survivor starts on its own (the time bound in
+/// `leader_connection_lost` normally ends them first) before leaving it to the
+/// election timeout.
+const FAST_ELECTION_MAX_ATTEMPTS: u32 = 16;
 
 /// Waits until this server has applied log index `index`.
 pub async fn wait_applied(raft: &crate::app::Raft, index: u64) -> Result<(), String> {
