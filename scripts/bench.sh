@@ -733,6 +733,10 @@ if os.path.exists(sys.argv[5]):
     text += "\n" + open(sys.argv[5]).read()
 elif os.path.exists(sys.argv[3]) and pat.search(open(sys.argv[3]).read()):
     text += "\n" + pat.search(open(sys.argv[3]).read()).group(0)
+# The Ensembles section (scripts/bench-ensemble.sh writes it) is kept as it is.
+ens = re.compile(r"<!-- ensemble-bench:begin -->.*?<!-- ensemble-bench:end -->\n?", re.S)
+if os.path.exists(sys.argv[3]) and ens.search(open(sys.argv[3]).read()):
+    text = text.rstrip("\n") + "\n\n" + ens.search(open(sys.argv[3]).read()).group(0)
 open(sys.argv[3], "w").write(text)
 print(f"bench.sh: wrote {sys.argv[3]}")
 EOF
