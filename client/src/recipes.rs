@@ -818,13 +818,22 @@ async fn try_acquire_mode(
 ) -> Result<Option<LockGuard>, RecipeError> {
     let sub = h.subscribe(Matcher::Name(h.name.clone())).ok();
     let claim = LocalClaim::take(h)?;
-    let args = LockArgs {
+    let mut args = LockArgs {
         name: &h.name,
         timeout_ms: None,
         permits,
         resume: None,
     };
-    let g: GrantReply = h.call(function, &args).await?;
+    // As in `acquire_mode`: a try whose reply was lost may have been granted.
+    let g: GrantReply = loop {
+        match h.call(function, &args).await {
+            Err(e) if e.is_connection_loss() && h.client.inner.reconnect && claim.is_some() => {
+                wait_connected(&h.client).await?;
+                args.resume = Some(true);
+            }
+            r => break r?,
+        }
+    };
     Ok(LockGuard::from_reply(h, mode, g, sub)?.map(|mut guard| {
         guard.claim = claim;
         guard

@@ -20,16 +20,40 @@ async fn g<F: std::future::Future>(f: F) -> F::Output {
         .expect("within the guard time")
 }
 
-/// A client of `addr` with a short session timeout (2 s: the phases that wait for an
-/// expiry take about that long).
-async fn connect(addr: &str) -> Client {
+/// A client of `addr` first and the ensemble's other servers after it, reconnecting
+/// (a server closes a connection whose write failed, e.g. across a leader change; the
+/// recipe calls are retried), with session timeout `timeout_ms`. A handshake that
+/// times out (a member still busy compiling the built-in recipes) is tried again.
+async fn connect_with_timeout(e: &Ensemble, addr: &str, timeout_ms: i32) -> Client {
     let opts = ConnectOptions {
-        timeout_ms: 2000,
+        timeout_ms,
         ..ConnectOptions::default()
     };
-    g(Client::connect_with(addr, opts, Failover::default()))
-        .await
-        .expect("connect")
+    let others: Vec<String> = e
+        .connect_string()
+        .split(',')
+        .filter(|a| *a != addr)
+        .map(str::to_string)
+        .collect();
+    let list = std::iter::once(addr.to_string())
+        .chain(others)
+        .collect::<Vec<_>>()
+        .join(",");
+    g(async {
+        loop {
+            match Client::connect_with(&list, opts.clone(), Failover::reconnecting()).await {
+                Ok(c) => return c,
+                Err(err) => eprintln!("connect to {addr}: {err:?}; again"),
+            }
+        }
+    })
+    .await
+}
+
+/// A client whose session may be left to expire: a short timeout (2 s), so that the
+/// phases waiting for an expiry take about that long.
+async fn connect(e: &Ensemble, addr: &str) -> Client {
+    connect_with_timeout(e, addr, 2000).await
 }
 
 /// Waits (one round trip per check) until lock `name` has `n` queued calls.
@@ -37,7 +61,8 @@ async fn wait_waiters(c: &Client, name: &str, n: usize) {
     let l = c.lock(name);
     g(async {
         loop {
-            if l.waiters().await.expect("waiters").len() == n {
+            // An error (a connection lost while the client reconnects) checks again.
+            if l.waiters().await.is_ok_and(|w| w.len() == n) {
                 return;
             }
             tokio::task::yield_now().await;
@@ -48,15 +73,47 @@ async fn wait_waiters(c: &Client, name: &str, n: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn recipes_survive_expiry_and_server_loss() {
-    let mut e = Ensemble::start_with_recipes(3, 0, &[]).expect("ensemble");
+    // Slower elections than the other ensemble tests: every member of this debug
+    // build compiles the built-in recipes at start on a small machine, and a leader
+    // change the test did not cause would only blur what it checks (a later line of
+    // zoo.cfg overrides an earlier one).
+    let mut e = Ensemble::start_with_recipes(
+        3,
+        0,
+        &["raft.electionTimeoutMs=2000", "raft.heartbeatMs=250"],
+    )
+    .expect("ensemble");
     let leader = e.wait_leader(GUARD).expect("leader");
     let followers: Vec<usize> = (0..3).filter(|i| *i != leader).collect();
     let (f, h) = (followers[0], followers[1]);
     let addr = |e: &Ensemble, i: usize| e.members[i].client_addr().unwrap();
     let (on_leader, on_f, on_h) = (addr(&e, leader), addr(&e, f), addr(&e, h));
 
+    // Every member has compiled the three recipes (they answer a call only once they
+    // applied it themselves) before the phases start.
+    for i in 0..3 {
+        let w = connect_with_timeout(&e, &addr(&e, i), 10_000).await;
+        g(async {
+            loop {
+                let lock = w.lock(&format!("warm-{i}")).try_acquire().await;
+                let election = w.election("warm").leader().await;
+                let barrier = w.barrier("warm").wait().await;
+                match (lock, election, barrier) {
+                    (Ok(Some(guard)), Ok(_), Ok(())) => {
+                        guard.release().await.expect("release");
+                        return;
+                    }
+                    other => eprintln!("warming up server {i}: {other:?}"),
+                }
+            }
+        })
+        .await;
+        let _ = w.close().await;
+    }
+
     // --- A lock waiter loses its server and keeps its place. ---
-    let a = connect(&on_leader).await;
+    eprintln!("phase: lock waiter loses its server (leader {leader}, killing {f})");
+    let a = connect(&e, &on_leader).await;
     let ga = g(a.lock("ens").acquire()).await.expect("free");
     // b waits through follower f, with h as the next server to try.
     let b = g(Client::connect_with(
@@ -72,7 +129,7 @@ async fn recipes_survive_expiry_and_server_loss() {
     let lb = b.lock("ens");
     let wb = tokio::spawn(async move { lb.acquire().await });
     wait_waiters(&a, "ens", 1).await;
-    let c = connect(&on_h).await;
+    let c = connect(&e, &on_h).await;
     let lc = c.lock("ens");
     let wc = tokio::spawn(async move { lc.acquire().await });
     wait_waiters(&a, "ens", 2).await;
@@ -103,15 +160,16 @@ async fn recipes_survive_expiry_and_server_loss() {
     let on_f = addr(&e, f);
 
     // --- The holder's session expires: exactly the next waiter gets the lock. ---
-    let holder = connect(&on_h).await;
+    eprintln!("phase: lock holder expires");
+    let holder = connect(&e, &on_h).await;
     let gh = g(holder.lock("exp").acquire()).await.expect("free");
     let th = gh.fencing_token();
     gh.forget();
-    let w1 = connect(&on_leader).await;
+    let w1 = connect(&e, &on_leader).await;
     let l1 = w1.lock("exp");
     let t1 = tokio::spawn(async move { l1.acquire().await });
     wait_waiters(&a, "exp", 1).await;
-    let w2 = connect(&on_leader).await;
+    let w2 = connect(&e, &on_leader).await;
     let l2 = w2.lock("exp");
     let t2 = tokio::spawn(async move { l2.acquire().await });
     wait_waiters(&a, "exp", 2).await;
@@ -129,12 +187,13 @@ async fn recipes_survive_expiry_and_server_loss() {
     g(g2.release()).await.unwrap();
 
     // --- The election leader's session expires: the next candidate leads. ---
-    let l = connect(&on_f).await;
+    eprintln!("phase: election leader expires");
+    let l = connect(&e, &on_f).await;
     let cl = g(l.election("el").join(b"first")).await.expect("join");
     let Standing::Leader { epoch: e1 } = cl.standing() else {
         panic!("the first candidate leads: {:?}", cl.standing());
     };
-    let n = connect(&on_h).await;
+    let n = connect(&e, &on_h).await;
     let mut cn = g(n.election("el").join(b"second")).await.expect("join");
     assert_eq!(cn.standing(), Standing::Waiting { position: 1 });
     drop(cl); // the candidacy holds a handle on the client too
@@ -146,10 +205,11 @@ async fn recipes_survive_expiry_and_server_loss() {
     assert_eq!(info.data, b"second");
 
     // --- A double-barrier member's session expires while the others leave. ---
+    eprintln!("phase: double-barrier member expires");
     let members = [
-        connect(&on_leader).await,
-        connect(&on_f).await,
-        connect(&on_h).await,
+        connect(&e, &on_leader).await,
+        connect(&e, &on_f).await,
+        connect(&e, &on_h).await,
     ];
     let mut entering = Vec::new();
     for m in &members {

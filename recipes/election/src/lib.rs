@@ -67,6 +67,16 @@ pub struct ResignReply {
     pub was_leader: bool,
 }
 
+/// The data of a `.sessions/<session>/<name>` entry: the session's candidate znode in
+/// that election, if it is a candidate, so that finding it costs one read however many
+/// candidates there are. Entries written before this existed are empty: then the
+/// candidates are searched (as before).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SessionEntry {
+    #[serde(default)]
+    pub candidate: Option<String>,
+}
+
 /// A candidate znode's data.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
@@ -129,6 +139,13 @@ impl Recipe for Election {
                 )?;
                 let node = leaf(&path).to_string();
                 track_session(me, &name)?;
+                wazoo_sdk::set(
+                    &session_entry(me, &name),
+                    &wazoo_sdk::encode(&SessionEntry {
+                        candidate: Some(node.clone()),
+                    })?,
+                    -1,
+                )?;
                 if leader(&name)?.is_none() {
                     // reconcile() left no leader: the queue was empty, this is the first.
                     promote(&name, &node, candidate, false)?;
@@ -221,12 +238,18 @@ fn check_name(name: &str) -> Result<()> {
 /// until the session ends).
 fn track_session(session: i64, name: &str) -> Result<()> {
     let index = format!("{SESSIONS}/{session:016x}");
-    let entry = format!("{index}/{name}");
+    let entry = session_entry(session, name);
     if wazoo_sdk::exists(&entry)?.is_none() {
         wazoo_sdk::create_all(&index)?;
-        wazoo_sdk::create(&entry, &[], CreateMode::PERSISTENT)?;
+        let data = wazoo_sdk::encode(&SessionEntry::default())?;
+        wazoo_sdk::create(&entry, &data, CreateMode::PERSISTENT)?;
     }
     wazoo_sdk::watch_session(session)
+}
+
+/// `.sessions/<session>/<name>`.
+fn session_entry(session: i64, name: &str) -> String {
+    format!("{SESSIONS}/{session:016x}/{name}")
 }
 
 fn election_dir(name: &str) -> String {
@@ -268,6 +291,23 @@ fn candidate(name: &str, node: &str) -> Result<Option<Candidate>> {
 
 /// The session's candidate znode in `name`, if any.
 fn find_candidate(name: &str, session: i64) -> Result<Option<(String, Candidate)>> {
+    match wazoo_sdk::get(&session_entry(session, name))? {
+        // Not tracked: never joined nor observed.
+        None => return Ok(None),
+        Some(entry) if !entry.data.is_empty() => {
+            let e: SessionEntry = entry.decode()?;
+            // The pointer may be stale (resigned, or the election was emptied and its
+            // sequence numbers started over): the znode must still be this session's.
+            return Ok(match e.candidate {
+                Some(node) => candidate(name, &node)?
+                    .filter(|c| c.session_id == session)
+                    .map(|c| (node, c)),
+                None => None,
+            });
+        }
+        // An entry from before the pointer existed: search.
+        Some(_) => {}
+    }
     for node in candidates(name)? {
         if let Some(c) = candidate(name, &node)? {
             if c.session_id == session {

@@ -343,7 +343,7 @@ fn acquire(call: &Call, mode: Mode, try_only: bool) -> Result<()> {
     // Hand over to waiters that fit first (a no-op unless an earlier wake-up was
     // lost), so that the queue decides before this caller.
     let (holders, waiting) = settle(name, &info)?;
-    if args.resume == Some(true) && !try_only {
+    if args.resume == Some(true) {
         // A retry after a lost connection. The server never cancels a parked call
         // when its connection drops (only when its session ends), so the session's
         // place is still its earlier call, or that call was granted meanwhile and
@@ -360,11 +360,13 @@ fn acquire(call: &Call, mode: Mode, try_only: bool) -> Result<()> {
                 return call.reply(&granted(name, &h));
             }
         }
-        let waits = waiters(name)?.into_iter().any(|w| {
-            w.call.session_id == call.session_id()
-                && w.mode == mode
-                && w.call.call_id != call.id()
-        });
+        // (A try never parks: for it, only the grant above can be resumed.)
+        let waits = !try_only
+            && waiters(name)?.into_iter().any(|w| {
+                w.call.session_id == call.session_id()
+                    && w.mode == mode
+                    && w.call.call_id != call.id()
+            });
         if waits {
             // A shadow: no place of its own; completed together with the earlier
             // call (see `settle`), which keeps its place and its timer.

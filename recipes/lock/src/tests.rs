@@ -964,6 +964,9 @@ fn resume_keeps_the_place_and_finds_a_lost_grant() {
     // The grant's completion was lost too: a second retry finds it held.
     let again: Granted = h.call(s2, "acquire", &resume(acq("r"))).reply();
     assert_eq!(again, g2);
+    // A try that lost its reply resumes the same way (it never parks).
+    let tried: TryGrant = h.call(s2, "try_acquire", &resume(acq("r"))).reply();
+    assert_eq!((tried.granted, tried.token), (true, Some(g2.token)));
     // Without resume, asking again is still an error.
     assert_eq!(
         h.call(s2, "acquire", &acq("r")).failure(),
