@@ -213,7 +213,10 @@ pub(crate) struct RecipeEnv {
     /// For a call: the caller's session and the call id.
     call: Option<(i64, i64)>,
     outcome: Outcome,
-    subs: ModuleSubs,
+    /// The module's subscriptions, read from their znode on first use: most
+    /// invocations never touch them, and decoding them costs O(watched sessions +
+    /// timers) per invocation.
+    subs: Option<ModuleSubs>,
     subs_changed: bool,
     notifications: Vec<PendingNotification>,
     writes: usize,
@@ -221,6 +224,11 @@ pub(crate) struct RecipeEnv {
 }
 
 impl RecipeEnv {
+    fn subs(&mut self) -> &mut ModuleSubs {
+        self.subs
+            .get_or_insert_with(|| self.sm.recipe_subs(&self.module))
+    }
+
     fn count_write(&mut self, bytes: usize) -> Result<(), RecipeError> {
         self.writes += 1;
         self.written_bytes += bytes;
@@ -521,39 +529,39 @@ impl HostEnv for RecipeEnv {
                 if wazoo_proto::path::validate_path(&prefix, false).is_err() {
                     return Ok(err(ErrorCode::BadArguments));
                 }
-                self.subs_changed |= self.subs.prefixes.insert(prefix);
+                self.subs_changed |= self.subs().prefixes.insert(prefix);
                 H::Done
             }
             R::Unsubscribe { prefix } => {
-                self.subs_changed |= self.subs.prefixes.remove(&prefix);
+                self.subs_changed |= self.subs().prefixes.remove(&prefix);
                 H::Done
             }
             R::WatchSession { session_id } => {
                 if !self.sm.sessions().contains_key(&session_id) {
                     return Ok(err(ErrorCode::SessionExpired));
                 }
-                self.subs_changed |= self.subs.sessions.insert(session_id);
+                self.subs_changed |= self.subs().sessions.insert(session_id);
                 H::Done
             }
             R::UnwatchSession { session_id } => {
-                self.subs_changed |= self.subs.sessions.remove(&session_id);
+                self.subs_changed |= self.subs().sessions.remove(&session_id);
                 H::Done
             }
             R::SessionAlive { session_id } => H::Bool(self.sm.sessions().contains_key(&session_id)),
             R::SetTimer { name, at_ms } => {
-                if self.subs.timers.len() >= MAX_WRITES_PER_INVOCATION
-                    && !self.subs.timers.contains_key(&name)
+                let timers = &mut self.subs().timers;
+                if timers.len() >= MAX_WRITES_PER_INVOCATION && !timers.contains_key(&name)
                 {
                     return Err(RecipeError::LimitExceeded(format!(
                         "more than {MAX_WRITES_PER_INVOCATION} timers"
                     )));
                 }
-                self.subs.timers.insert(name, at_ms);
+                timers.insert(name, at_ms);
                 self.subs_changed = true;
                 H::Done
             }
             R::CancelTimer { name } => {
-                self.subs_changed |= self.subs.timers.remove(&name).is_some();
+                self.subs_changed |= self.subs().timers.remove(&name).is_some();
                 H::Done
             }
             R::Log(line) => {
@@ -1274,7 +1282,6 @@ impl StateMachine {
             invocation,
         };
         let sp = self.tree_mut().savepoint();
-        let subs = self.recipe_subs(name);
         let env = RecipeEnv {
             sm: std::mem::replace(self, StateMachine::placeholder()),
             module: name.to_string(),
@@ -1283,7 +1290,7 @@ impl StateMachine {
             auth,
             call,
             outcome: Outcome::None,
-            subs,
+            subs: None,
             subs_changed: false,
             notifications: Vec::new(),
             writes: 0,
@@ -1323,7 +1330,7 @@ impl StateMachine {
         env_stats(self).record(name, call.is_some(), fuel, verdict.as_ref().err());
         match verdict {
             Ok(r) => {
-                if subs_changed {
+                if let (true, Some(subs)) = (subs_changed, subs) {
                     self.store_recipe_subs(name, &subs, zxid, time);
                 }
                 self.tree_mut().release(sp);

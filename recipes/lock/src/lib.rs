@@ -38,11 +38,23 @@
 //!   forever for a `sem_init` semaphore);
 //! - `<name>/holders/<token as 19 digits>-<session as 16 hex digits>-<mode>`: one
 //!   ephemeral znode per holder, owned by its session, data `Holder`;
-//! - `.sessions/<session as 16 hex digits>`: the names of the locks a session holds
-//!   (MessagePack array), so that the recipe can wake their waiters when it ends.
+//! - `<name>/queue/<call id as 19 digits>-<session as 16 hex digits>-<mode>[-t][-r]`:
+//!   one ephemeral znode per waiting acquire, owned by the waiter's session (so it
+//!   goes with the session), no data; oldest call first. `-t`: the call has a timeout
+//!   timer; `-r`: a resumed call waiting with the session's earlier call (a shadow);
+//! - `.sessions/<session as 16 hex digits>`: the names of the locks a session has
+//!   been granted (MessagePack array), so that the recipe can wake their waiters when
+//!   it ends. Kept until the session ends (a lock released since is harmless there:
+//!   waking it grants nothing), pruned to the locks still held when it passes
+//!   [`INDEX_PRUNE_AT`] names; keeping it saves two writes per grant.
 //!
-//! The queue itself is the module's parked calls (`list_parked`), which the host keeps
-//! oldest first and cancels when their session ends.
+//! The queue is the lock's own index of its parked calls: a call parks and gets its
+//! queue znode in the same invocation, and leaves it when completed, failed or timed
+//! out. Each operation therefore reads one lock's queue (its znode names), never the
+//! module's whole list of parked calls: an acquire that must wait reads only the
+//! queue's child count, and a release the queue's names. A lock created by an earlier
+//! version of this recipe (no `queue` znode) gets its queue built from `list_parked`
+//! on first use.
 
 use std::collections::BTreeSet;
 
@@ -53,6 +65,8 @@ use wazoo_sdk::{Call, CreateMode, Error, ErrorCode, Event, ParkedCall, Recipe, R
 pub const ROOT: &str = "/wazoo/recipes/lock";
 /// Per-session index of the locks held.
 pub const SESSIONS: &str = "/wazoo/recipes/lock/.sessions";
+/// A session index longer than this is pruned to the locks the session still holds.
+pub const INDEX_PRUNE_AT: usize = 32;
 
 /// The failure message of a release (or revoke target) by someone who does not hold.
 pub const NOT_THE_HOLDER: &str = "not the holder";
@@ -293,13 +307,17 @@ impl Recipe for Lock {
             "waiters" => {
                 let NameArgs { name } = call.args()?;
                 check_name(&name)?;
-                let waiters: Vec<Waiter> = waiters(&name)?
+                let entries = match load_info(&name)? {
+                    Some(_) => queue_entries(&name)?,
+                    None => Vec::new(),
+                };
+                let waiters: Vec<Waiter> = entries
                     .into_iter()
-                    .map(|w| Waiter {
-                        call_id: w.call.call_id,
-                        session_id: w.call.session_id,
-                        function: w.call.function,
-                        mode: w.mode,
+                    .map(|e| Waiter {
+                        call_id: e.call_id,
+                        session_id: e.session_id,
+                        function: e.mode.acquire_function().to_string(),
+                        mode: e.mode,
                     })
                     .collect();
                 call.reply(&waiters)
@@ -315,7 +333,7 @@ impl Recipe for Lock {
                 cancelled,
             } => session_closed(*session_id, cancelled),
             Event::Timer { name } => match parse_timer(name) {
-                Some(call_id) => timed_out(call_id),
+                Some((call_id, lock)) => timed_out(call_id, lock),
                 None => Ok(()),
             },
             Event::Node { .. } => Ok(()),
@@ -340,9 +358,7 @@ fn acquire(call: &Call, mode: Mode, try_only: bool) -> Result<()> {
         None
     };
     let info = ensure_lock(name, mode.kind(), permits, false)?;
-    // Hand over to waiters that fit first (a no-op unless an earlier wake-up was
-    // lost), so that the queue decides before this caller.
-    let (holders, waiting) = settle(name, &info)?;
+    let mut holders = list_holders(name)?;
     if args.resume == Some(true) {
         // A retry after a lost connection. The server never cancels a parked call
         // when its connection drops (only when its session ends), so the session's
@@ -362,21 +378,30 @@ fn acquire(call: &Call, mode: Mode, try_only: bool) -> Result<()> {
         }
         // (A try never parks: for it, only the grant above can be resumed.)
         let waits = !try_only
-            && waiters(name)?.into_iter().any(|w| {
-                w.call.session_id == call.session_id()
-                    && w.mode == mode
-                    && w.call.call_id != call.id()
-            });
+            && queue_entries(name)?
+                .iter()
+                .any(|e| e.session_id == call.session_id() && e.mode == mode && !e.shadow);
         if waits {
             // A shadow: no place of its own; completed together with the earlier
             // call (see `settle`), which keeps its place and its timer.
-            return call.park();
+            call.park()?;
+            return enqueue(name, call, mode, false, true);
         }
     }
     if holders.iter().any(|h| h.session_id == call.session_id()) {
         return Err(Error::msg(ALREADY_HELD));
     }
-    if waiting == 0 && compatible(&info, &holders, mode) {
+    let mut waiting = queue_len(name)? > 0;
+    // Waiters that fit are granted when a holder leaves, so a queue whose head fits
+    // means a lost wake-up: let the queue go first. (Never for an exclusive lock
+    // that is held, the contended case: nothing fits there.)
+    if waiting && (info.kind != Kind::Mutex || holders.is_empty()) {
+        (holders, waiting) = settle(name, &info)?;
+        if holders.iter().any(|h| h.session_id == call.session_id()) {
+            return Err(Error::msg(ALREADY_HELD));
+        }
+    }
+    if !waiting && compatible(&info, &holders, mode) {
         let h = grant(name, call.session_id(), mode)?;
         return call.reply(&granted(name, &h));
     }
@@ -393,12 +418,16 @@ fn acquire(call: &Call, mode: Mode, try_only: bool) -> Result<()> {
         Some(0) => Err(Error::msg(TIMEOUT)),
         Some(t) => {
             call.park()?;
+            enqueue(name, call, mode, true, false)?;
             wazoo_sdk::set_timer(
-                &timer_name(call.id()),
+                &timer_name(call.id(), name),
                 wazoo_sdk::now_ms().saturating_add(t),
             )
         }
-        None => call.park(),
+        None => {
+            call.park()?;
+            enqueue(name, call, mode, false, false)
+        }
     }
 }
 
@@ -414,7 +443,7 @@ fn release(call: &Call, mode: Mode) -> Result<()> {
         .find(|h| h.session_id == call.session_id() && h.mode == mode);
     match holder {
         Some(h) if token.is_none_or(|t| t == h.token) => {
-            drop_holder(&name, &h)?;
+            drop_holder(&h)?;
             wake(&name, &info)?;
             call.reply(&())
         }
@@ -457,7 +486,7 @@ fn revoke(call: &Call) -> Result<()> {
         .filter(|h| session_id.is_none_or(|s| s == h.session_id))
         .collect();
     for h in &revoked {
-        drop_holder(&name, h)?;
+        drop_holder(h)?;
         if wazoo_sdk::session_alive(h.session_id)? {
             wazoo_sdk::notify(
                 h.session_id,
@@ -493,12 +522,15 @@ fn session_closed(session: i64, cancelled: &[ParkedCall]) -> Result<()> {
         }
         if let Ok(args) = c.decode_args::<AcquireArgs>() {
             if args.timeout_ms.is_some() {
-                wazoo_sdk::cancel_timer(&timer_name(c.call_id))?;
+                wazoo_sdk::cancel_timer(&timer_name(c.call_id, &args.name))?;
+                // (A timer set by an earlier version of this recipe.)
+                wazoo_sdk::cancel_timer(&format!("timeout/{}", c.call_id))?;
             }
             names.insert(args.name);
         }
     }
-    // Its holder znodes are ephemerals, gone already: wake the waiters of its locks.
+    // Its holder and queue znodes are ephemerals, gone already: wake the waiters of
+    // its locks.
     let index = index_path(session);
     if let Some(node) = wazoo_sdk::get(&index)? {
         let held: Vec<String> = node.decode().unwrap_or_default();
@@ -520,35 +552,45 @@ fn session_closed(session: i64, cancelled: &[ParkedCall]) -> Result<()> {
     Ok(())
 }
 
-fn timed_out(call_id: i64) -> Result<()> {
-    let Some(parked) = wazoo_sdk::list_parked()?
-        .into_iter()
-        .find(|p| p.call_id == call_id)
-    else {
+fn timed_out(call_id: i64, lock: Option<&str>) -> Result<()> {
+    let name = match lock {
+        Some(name) => name.to_string(),
+        // A timer set by an earlier version of this recipe names only the call.
+        None => {
+            let Some(parked) = wazoo_sdk::list_parked()?
+                .into_iter()
+                .find(|p| p.call_id == call_id)
+            else {
+                // Granted or cancelled meanwhile.
+                return Ok(());
+            };
+            match parked.decode_args::<AcquireArgs>() {
+                Ok(args) => args.name,
+                Err(_) => return Ok(()),
+            }
+        }
+    };
+    let Some(info) = load_info(&name)? else {
+        return Ok(());
+    };
+    let entries = queue_entries(&name)?;
+    let Some(first) = entries.iter().find(|e| e.call_id == call_id && !e.shadow) else {
         // Granted or cancelled meanwhile.
         return Ok(());
     };
-    wazoo_sdk::complete::<()>(call_id, Err(TIMEOUT.to_string()))?;
-    let Ok(args) = parked.decode_args::<AcquireArgs>() else {
-        return Ok(());
-    };
+    finish(&name, first, Err(TIMEOUT.to_string()))?;
     // Its shadows (resumed calls of the same session) time out with it.
-    if let Some(mode) = Mode::of_acquire(&parked.function) {
-        for w in waiters(&args.name)? {
-            if w.args.resume == Some(true)
-                && w.call.session_id == parked.session_id
-                && w.mode == mode
-                && w.call.call_id > call_id
-            {
-                finish(w.call.call_id, &w.args, Err(TIMEOUT.to_string()))?;
-            }
+    for e in &entries {
+        if e.shadow
+            && e.session_id == first.session_id
+            && e.mode == first.mode
+            && e.call_id > call_id
+        {
+            finish(&name, e, Err(TIMEOUT.to_string()))?;
         }
     }
     // It may have been the head of the queue, blocking others that fit now.
-    if let Some(info) = load_info(&args.name)? {
-        wake(&args.name, &info)?;
-    }
-    Ok(())
+    wake(&name, &info)
 }
 
 // --- the lock's state ---
@@ -586,6 +628,10 @@ pub fn holders_path(name: &str) -> String {
     format!("{ROOT}/{name}/holders")
 }
 
+pub fn queue_path(name: &str) -> String {
+    format!("{ROOT}/{name}/queue")
+}
+
 pub fn holder_path(name: &str, token: i64, session: i64, mode: Mode) -> String {
     format!(
         "{ROOT}/{name}/holders/{token:019}-{session:016x}-{}",
@@ -613,12 +659,18 @@ pub fn index_path(session: i64) -> String {
     format!("{SESSIONS}/{session:016x}")
 }
 
-fn timer_name(call_id: i64) -> String {
-    format!("timeout/{call_id}")
+fn timer_name(call_id: i64, lock: &str) -> String {
+    format!("timeout/{call_id}/{lock}")
 }
 
-fn parse_timer(name: &str) -> Option<i64> {
-    name.strip_prefix("timeout/")?.parse().ok()
+/// A timer's call id and lock name (`None` for a timer set by an earlier version of
+/// this recipe, which named only the call).
+fn parse_timer(name: &str) -> Option<(i64, Option<&str>)> {
+    let rest = name.strip_prefix("timeout/")?;
+    match rest.split_once('/') {
+        Some((id, lock)) => Some((id.parse().ok()?, Some(lock))),
+        None => Some((rest.parse().ok()?, None)),
+    }
 }
 
 fn ignore_no_node(r: Result<()>) -> Result<()> {
@@ -672,6 +724,7 @@ fn ensure_lock(name: &str, kind: Kind, permits: Option<u32>, declared: bool) -> 
         CreateMode::PERSISTENT,
     )?;
     wazoo_sdk::create(&holders_path(name), &[], CreateMode::PERSISTENT)?;
+    wazoo_sdk::create(&queue_path(name), &[], CreateMode::PERSISTENT)?;
     Ok(info)
 }
 
@@ -710,15 +763,106 @@ fn list_holders_full(name: &str) -> Result<Vec<Holder>> {
     Ok(holders)
 }
 
-struct Waiting {
-    call: ParkedCall,
-    mode: Mode,
-    args: AcquireArgs,
+/// A waiting acquire: a znode of the lock's queue, named after the parked call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueEntry {
+    pub call_id: i64,
+    pub session_id: i64,
+    pub mode: Mode,
+    /// The call has a timeout timer.
+    pub timeout: bool,
+    /// A resumed call waiting with its session's earlier call of this mode.
+    pub shadow: bool,
 }
 
-/// The parked acquires of `name`, oldest first.
-fn waiters(name: &str) -> Result<Vec<Waiting>> {
-    let mut out = Vec::new();
+impl QueueEntry {
+    pub fn child_name(&self) -> String {
+        format!(
+            "{:019}-{:016x}-{}{}{}",
+            self.call_id,
+            self.session_id,
+            self.mode.as_str(),
+            if self.timeout { "-t" } else { "" },
+            if self.shadow { "-r" } else { "" },
+        )
+    }
+
+    pub fn parse(child: &str) -> Option<QueueEntry> {
+        let mut parts = child.split('-');
+        let call_id = parts.next()?.parse().ok()?;
+        // Written with {:016x}: two's complement for a negative id.
+        let session_id = u64::from_str_radix(parts.next()?, 16).ok()? as i64;
+        let mode = Mode::of_acquire(parts.next().map(|m| match m {
+            "exclusive" => "acquire",
+            "read" => "read_acquire",
+            "write" => "write_acquire",
+            "permit" => "sem_acquire",
+            _ => "",
+        })?)?;
+        let mut entry = QueueEntry {
+            call_id,
+            session_id,
+            mode,
+            timeout: false,
+            shadow: false,
+        };
+        for flag in parts {
+            match flag {
+                "t" => entry.timeout = true,
+                "r" => entry.shadow = true,
+                _ => return None,
+            }
+        }
+        Some(entry)
+    }
+
+    fn path(&self, name: &str) -> String {
+        format!("{}/{}", queue_path(name), self.child_name())
+    }
+}
+
+/// Puts the call being run (parked by the caller) at the back of `name`'s queue.
+fn enqueue(name: &str, call: &Call, mode: Mode, timeout: bool, shadow: bool) -> Result<()> {
+    let entry = QueueEntry {
+        call_id: call.id(),
+        session_id: call.session_id(),
+        mode,
+        timeout,
+        shadow,
+    };
+    wazoo_sdk::create(
+        &entry.path(name),
+        &[],
+        CreateMode::ephemeral(call.session_id()),
+    )?;
+    Ok(())
+}
+
+/// The queue of an existing lock, oldest call first.
+fn queue_entries(name: &str) -> Result<Vec<QueueEntry>> {
+    let children = match wazoo_sdk::children(&queue_path(name)) {
+        Ok(c) => c,
+        Err(e) if e.is_no_node() => return migrate_queue(name),
+        Err(e) => return Err(e),
+    };
+    let mut entries: Vec<QueueEntry> = children.iter().filter_map(|c| QueueEntry::parse(c)).collect();
+    entries.sort_by_key(|e| e.call_id);
+    Ok(entries)
+}
+
+/// How many calls wait for an existing lock (one read).
+fn queue_len(name: &str) -> Result<usize> {
+    match wazoo_sdk::exists(&queue_path(name))? {
+        Some(stat) => Ok(usize::try_from(stat.num_children).unwrap_or(0)),
+        None => Ok(migrate_queue(name)?.len()),
+    }
+}
+
+/// Builds the queue of a lock created by an earlier version of this recipe, whose
+/// queue was only the module's parked calls.
+fn migrate_queue(name: &str) -> Result<Vec<QueueEntry>> {
+    let mut entries = Vec::new();
+    let mut places: Vec<(i64, Mode)> = Vec::new();
     for call in wazoo_sdk::list_parked()? {
         let Some(mode) = Mode::of_acquire(&call.function) else {
             continue;
@@ -726,47 +870,68 @@ fn waiters(name: &str) -> Result<Vec<Waiting>> {
         let Ok(args) = call.decode_args::<AcquireArgs>() else {
             continue;
         };
-        if args.name == name {
-            out.push(Waiting { call, mode, args });
+        if args.name != name {
+            continue;
         }
+        let shadow = args.resume == Some(true)
+            && places.iter().any(|&(s, m)| s == call.session_id && m == mode);
+        if !shadow {
+            places.push((call.session_id, mode));
+        }
+        entries.push(QueueEntry {
+            call_id: call.call_id,
+            session_id: call.session_id,
+            mode,
+            timeout: args.timeout_ms.is_some(),
+            shadow,
+        });
     }
-    Ok(out)
+    wazoo_sdk::create(&queue_path(name), &[], CreateMode::PERSISTENT)?;
+    for e in &entries {
+        // (Its timer keeps its old name and is found through `list_parked`.)
+        wazoo_sdk::create(&e.path(name), &[], CreateMode::ephemeral(e.session_id))?;
+    }
+    entries.sort_by_key(|e| e.call_id);
+    Ok(entries)
 }
 
-/// A place in the queue: a parked acquire and the resumed calls (retries after a
+/// A place in the queue: a waiting acquire and the resumed calls (retries after a
 /// lost connection) waiting with it, which get its outcome.
 struct Place {
-    first: Waiting,
-    shadows: Vec<Waiting>,
+    first: QueueEntry,
+    shadows: Vec<QueueEntry>,
 }
 
-/// The queue of `name`: parked acquires oldest first, each `resume` call folded into
-/// the earlier parked call of its session and mode.
-fn queue(name: &str) -> Result<Vec<Place>> {
+/// The places of a queue: each shadow folded into the earlier call of its session
+/// and mode (a shadow whose call is gone takes a place of its own).
+fn places(entries: Vec<QueueEntry>) -> Vec<Place> {
     let mut places: Vec<Place> = Vec::new();
-    for w in waiters(name)? {
-        if w.args.resume == Some(true) {
-            if let Some(p) = places.iter_mut().find(|p| {
-                p.first.call.session_id == w.call.session_id && p.first.mode == w.mode
-            }) {
-                p.shadows.push(w);
+    for e in entries {
+        if e.shadow {
+            if let Some(p) = places
+                .iter_mut()
+                .find(|p| p.first.session_id == e.session_id && p.first.mode == e.mode)
+            {
+                p.shadows.push(e);
                 continue;
             }
         }
         places.push(Place {
-            first: w,
+            first: e,
             shadows: Vec::new(),
         });
     }
-    Ok(places)
+    places
 }
 
 /// Completes a place: its parked call and every shadow of it, with the same result.
-fn finish_place(place: &Place, result: std::result::Result<Granted, String>) -> Result<()> {
-    for w in std::iter::once(&place.first).chain(&place.shadows) {
-        finish(w.call.call_id, &w.args, result.clone())?;
+/// Returns whether any of them was still parked.
+fn finish_place(name: &str, place: &Place, result: std::result::Result<Granted, String>) -> Result<bool> {
+    let mut any = false;
+    for e in std::iter::once(&place.first).chain(&place.shadows) {
+        any |= finish(name, e, result.clone())?;
     }
-    Ok(())
+    Ok(any)
 }
 
 /// Whether a new holder in `mode` fits next to `holders`.
@@ -793,22 +958,39 @@ fn grant(name: &str, session: i64, mode: Mode) -> Result<Holder> {
         &wazoo_sdk::encode(&holder)?,
         CreateMode::ephemeral(session),
     )?;
-    // Remember it for the session's end.
+    // Remember it for the session's end (see the layout above: kept until then).
     let index = index_path(session);
     match wazoo_sdk::get(&index)? {
         Some(node) => {
             let mut names: Vec<String> = node.decode().unwrap_or_default();
             if !names.iter().any(|n| n == name) {
+                if names.len() >= INDEX_PRUNE_AT {
+                    let mut held = Vec::with_capacity(names.len());
+                    for n in names {
+                        if list_holders(&n)?.iter().any(|h| h.session_id == session) {
+                            held.push(n);
+                        }
+                    }
+                    names = held;
+                }
                 names.push(name.to_string());
                 wazoo_sdk::set(&index, &wazoo_sdk::encode(&names)?, -1)?;
             }
         }
         None => {
-            wazoo_sdk::create_all(SESSIONS)?;
-            wazoo_sdk::create(&index, &wazoo_sdk::encode(&[name])?, CreateMode::PERSISTENT)?;
+            let data = wazoo_sdk::encode(&[name])?;
+            match wazoo_sdk::create(&index, &data, CreateMode::PERSISTENT) {
+                Err(e) if e.is_no_node() => {
+                    wazoo_sdk::create_all(SESSIONS)?;
+                    wazoo_sdk::create(&index, &data, CreateMode::PERSISTENT)?;
+                }
+                other => {
+                    other?;
+                }
+            }
+            wazoo_sdk::watch_session(session)?;
         }
     }
-    wazoo_sdk::watch_session(session)?;
     Ok(holder)
 }
 
@@ -822,39 +1004,23 @@ fn granted(name: &str, h: &Holder) -> Granted {
     }
 }
 
-/// Removes a holder (release, revoke).
-fn drop_holder(name: &str, h: &Holder) -> Result<()> {
-    ignore_no_node(wazoo_sdk::delete(&h.path, -1))?;
-    let index = index_path(h.session_id);
-    if let Some(node) = wazoo_sdk::get(&index)? {
-        let mut names: Vec<String> = node.decode().unwrap_or_default();
-        names.retain(|n| n != name);
-        if names.is_empty() {
-            wazoo_sdk::delete(&index, -1)?;
-            // Nothing held any more; its parked calls (if any) still bring its end.
-            wazoo_sdk::unwatch_session(h.session_id)?;
-        } else {
-            wazoo_sdk::set(&index, &wazoo_sdk::encode(&names)?, -1)?;
-        }
-    }
-    Ok(())
+/// Removes a holder (release, revoke). Its session's index keeps the name (see
+/// the layout above).
+fn drop_holder(h: &Holder) -> Result<()> {
+    ignore_no_node(wazoo_sdk::delete(&h.path, -1))
 }
 
 /// Grants the lock to the oldest waiters while they fit (FIFO: the first that does not
-/// fit stops the rest). Returns the holders and how many waiters are left.
-fn settle(name: &str, info: &LockInfo) -> Result<(Vec<Holder>, usize)> {
+/// fit stops the rest). Returns the holders and whether anyone is left waiting.
+fn settle(name: &str, info: &LockInfo) -> Result<(Vec<Holder>, bool)> {
     let mut holders = list_holders(name)?;
-    let mut left = 0;
-    for place in queue(name)? {
-        if left > 0 {
-            left += 1;
-            continue;
-        }
+    for place in places(queue_entries(name)?) {
         let w = &place.first;
-        let session = w.call.session_id;
+        let session = w.session_id;
         if w.mode.kind() != info.kind {
             // Cannot happen (the kind is checked before parking); never block on it.
             finish_place(
+                name,
                 &place,
                 Err(format!(
                     "wrong kind: lock {name} is a {}",
@@ -864,42 +1030,59 @@ fn settle(name: &str, info: &LockInfo) -> Result<(Vec<Holder>, usize)> {
             continue;
         }
         if !wazoo_sdk::session_alive(session)? {
+            // Its znodes go with the session; never block on them meanwhile.
             continue;
         }
         if holders.iter().any(|h| h.session_id == session) {
-            finish_place(&place, Err(ALREADY_HELD.to_string()))?;
+            finish_place(name, &place, Err(ALREADY_HELD.to_string()))?;
             continue;
         }
-        if compatible(info, &holders, w.mode) {
-            let h = grant(name, session, w.mode)?;
-            finish_place(&place, Ok(granted(name, &h)))?;
+        if !compatible(info, &holders, w.mode) {
+            return Ok((holders, true));
+        }
+        let h = grant(name, session, w.mode)?;
+        if finish_place(name, &place, Ok(granted(name, &h)))? {
             holders.push(h);
         } else {
-            left = 1;
+            // A stale queue entry (its call is gone, e.g. with an earlier version
+            // of the module): nobody to grant to.
+            drop_holder(&h)?;
         }
     }
-    Ok((holders, left))
+    Ok((holders, false))
 }
 
-/// Completes a parked acquire and cancels its timeout.
+/// Completes a parked acquire, cancels its timeout and takes it out of the queue.
+/// Returns whether the call was still parked.
 fn finish(
-    call_id: i64,
-    args: &AcquireArgs,
+    name: &str,
+    entry: &QueueEntry,
     result: std::result::Result<Granted, String>,
-) -> Result<()> {
-    wazoo_sdk::complete(call_id, result)?;
-    if args.timeout_ms.is_some() {
-        wazoo_sdk::cancel_timer(&timer_name(call_id))?;
+) -> Result<bool> {
+    let parked = match wazoo_sdk::complete(entry.call_id, result) {
+        Ok(()) => true,
+        Err(e) if e.is_no_node() => false,
+        Err(e) => return Err(e),
+    };
+    if entry.timeout {
+        wazoo_sdk::cancel_timer(&timer_name(entry.call_id, name))?;
+        wazoo_sdk::cancel_timer(&format!("timeout/{}", entry.call_id))?;
     }
-    Ok(())
+    ignore_no_node(wazoo_sdk::delete(&entry.path(name), -1))?;
+    Ok(parked)
 }
 
 /// After a holder or a waiter left: grants what fits, and removes the lock's znodes
 /// when nobody holds or waits (unless `sem_init` declared it).
 fn wake(name: &str, info: &LockInfo) -> Result<()> {
-    let (holders, left) = settle(name, info)?;
-    if holders.is_empty() && left == 0 && !info.declared {
+    let (holders, waiting) = settle(name, info)?;
+    if holders.is_empty() && !waiting && !info.declared {
         ignore_no_node(wazoo_sdk::delete(&holders_path(name), -1))?;
+        match wazoo_sdk::delete(&queue_path(name), -1) {
+            // (Ephemerals of sessions ending in this very operation.)
+            Err(e) if e.code() == Some(ErrorCode::NotEmpty) => {}
+            other => ignore_no_node(other)?,
+        }
         match wazoo_sdk::delete(&lock_path(name), -1) {
             Err(e) if e.code() == Some(ErrorCode::NotEmpty) => {}
             other => ignore_no_node(other)?,

@@ -106,10 +106,18 @@ fn free_lock_is_granted_at_once_with_its_holder_node() {
     );
     h.call(s, "release", &rel("a")).reply::<()>();
     assert_eq!(holder_of(&mut h, s, "a"), None);
-    // Tidy: nothing left once free.
+    // Tidy: nothing left of the lock once free; the session's index stays until
+    // the session ends (a re-grant then costs no index write).
     assert!(h.stat(&lock_path("a")).is_none());
-    assert!(h.stat(&index_path(s)).is_none());
-    assert!(!h.watched_sessions().contains(&s));
+    assert_eq!(
+        h.get_as::<Vec<String>>(&index_path(s)),
+        Some(vec!["a".to_string()])
+    );
+    let index_version = h.stat(&index_path(s)).unwrap().version;
+    h.call(s, "acquire", &acq("a")).reply::<Granted>();
+    h.call(s, "release", &rel("a")).reply::<()>();
+    assert_eq!(h.stat(&index_path(s)).unwrap().version, index_version);
+    assert!(h.watched_sessions().contains(&s));
     assert_eq!(
         h.call(s, "release", &rel("a")).failure(),
         Some(NOT_THE_HOLDER)
@@ -296,7 +304,14 @@ fn timeout_fails_the_waiter_and_it_leaves_the_queue() {
     let cb = h.call(b, "acquire", &acq_timeout("a", 1_000));
     let cc = h.call(c, "acquire", &acq("a"));
     assert!(cb.is_parked() && cc.is_parked());
-    let timer = format!("timeout/{}", cb.call_id);
+    let timer = format!("timeout/{}/a", cb.call_id);
+    // The queue: one znode per waiting call, named after it, oldest first.
+    let queue: Vec<String> = h.children(&queue_path("a")).unwrap();
+    assert_eq!(queue.len(), 2);
+    assert_eq!(
+        QueueEntry::parse(&queue[0]).map(|e| (e.call_id, e.session_id, e.timeout)),
+        Some((cb.call_id, b, true))
+    );
     assert_eq!(h.timers().get(&timer), Some(&(h.now_ms() + 1_000)));
     assert!(h.fire_timers(h.now_ms() + 999).is_empty());
     assert_eq!(h.fire_timers(h.now_ms() + 1), vec![timer]);
@@ -744,7 +759,7 @@ impl Stress {
             .iter()
             .filter_map(|q| {
                 q.3.filter(|d| *d <= now)
-                    .map(|d| (d, format!("timeout/{}", q.0), q.0))
+                    .map(|d| (d, format!("timeout/{}/{}", q.0, self.lock), q.0))
             })
             .collect();
         due.sort();
@@ -865,12 +880,12 @@ impl Stress {
             "{:?}",
             self.h.event_failures()
         );
-        // Tidy: the lock's znodes are gone, and no session index is left.
+        // Tidy: the lock's znodes are gone, and only open sessions have an index.
         assert!(self.h.stat(&lock_path(self.lock)).is_none());
-        assert_eq!(
-            self.h.children(SESSIONS).unwrap_or_default(),
-            Vec::<String>::new()
-        );
+        for index in self.h.children(SESSIONS).unwrap_or_default() {
+            let session = u64::from_str_radix(&index, 16).unwrap() as i64;
+            assert!(self.h.session_alive(session), "index {index} of an ended session");
+        }
     }
 
     fn summary(&self, what: &str) {
@@ -998,4 +1013,53 @@ fn resumed_waiter_times_out_with_its_first_call() {
     assert_eq!(h.completion(c2r.call_id), Some(Err(TIMEOUT.to_string())));
     h.call(s1, "write_release", &rel("t")).reply::<()>();
     assert!(granted_of(&h, &c3).is_some(), "the reader behind is let in");
+}
+
+/// A lock made by an earlier version of the recipe had no queue znodes (its queue was
+/// the module's parked calls alone): the first operation builds the queue from them,
+/// and the waiters keep their order.
+#[test]
+fn a_lock_without_queue_znodes_gets_its_queue_from_the_parked_calls() {
+    let mut h = Harness::new::<Lock>();
+    let (a, b, c) = (h.open_session(), h.open_session(), h.open_session());
+    h.call(a, "acquire", &acq("a")).reply::<Granted>();
+    let cb = h.call(b, "acquire", &acq("a"));
+    let cc = h.call(c, "acquire", &acq("a"));
+    // Back to the earlier layout.
+    for child in h.children(&queue_path("a")).unwrap() {
+        h.delete(&format!("{}/{child}", queue_path("a")), -1).unwrap();
+    }
+    h.delete(&queue_path("a"), -1).unwrap();
+    assert_eq!(waiter_calls(&mut h, a, "a"), vec![cb.call_id, cc.call_id]);
+    assert_eq!(h.children(&queue_path("a")).unwrap().len(), 2);
+    h.call(a, "release", &rel("a")).reply::<()>();
+    assert!(granted_of(&h, &cb).is_some());
+    assert_eq!(h.completion(cc.call_id), None);
+    h.call(b, "release", &rel("a")).reply::<()>();
+    assert!(granted_of(&h, &cc).is_some());
+    h.call(c, "release", &rel("a")).reply::<()>();
+    assert!(h.stat(&lock_path("a")).is_none());
+}
+
+/// The session index is kept after a release (no write per re-grant) but stays
+/// bounded: past INDEX_PRUNE_AT names it keeps only the locks still held.
+#[test]
+fn session_index_stays_bounded() {
+    let mut h = Harness::new::<Lock>();
+    let s = h.open_session();
+    h.call(s, "acquire", &acq("kept")).reply::<Granted>();
+    for i in 0..(3 * INDEX_PRUNE_AT) {
+        let n = format!("l{i}");
+        h.call(s, "acquire", &acq(&n)).reply::<Granted>();
+        h.call(s, "release", &rel(&n)).reply::<()>();
+        let names: Vec<String> = h.get_as(&index_path(s)).unwrap();
+        assert!(names.len() <= INDEX_PRUNE_AT, "{} names", names.len());
+        assert!(names.contains(&"kept".to_string()) && names.contains(&n));
+    }
+    // A later session end still wakes the waiters of the lock it holds.
+    let w = h.open_session();
+    let cw = h.call(w, "acquire", &acq("kept"));
+    h.close_session(s);
+    assert!(granted_of(&h, &cw).is_some());
+    assert!(h.stat(&index_path(s)).is_none());
 }
