@@ -40,8 +40,13 @@ where
     let config = Arc::new(config.validate()?);
     let (log_store, state_machine) = open_stores_with::<C, A>(data_dir, app, storage)?;
     let db_closed = log_store.db_closed();
+    let log_progress = log_store.progress();
     let raft = Raft::new(node_id, config, network, log_store, state_machine).await?;
-    let node = RaftNode { raft, db_closed };
+    let node = RaftNode {
+        raft,
+        db_closed,
+        log_progress,
+    };
     if let Some(members) = bootstrap {
         let pristine = match node.raft.is_initialized().await {
             Ok(initialized) => !initialized,

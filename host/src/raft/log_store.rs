@@ -72,7 +72,38 @@ fn delete_indexes(
 pub struct LogStore<C: StoreTypeConfig> {
     db: Arc<RaftDb>,
     syncer: mpsc::Sender<LogFlushed<C>>,
+    progress: Arc<LogProgress>,
     _types: PhantomData<C>,
+}
+
+/// How far the log is written and how far it is on stable storage, for the proposer
+/// (`server::proposer`): it may start the next entry once the previous one is
+/// durable, so that the next fsync overlaps the previous entry's apply.
+#[derive(Debug)]
+pub struct LogProgress {
+    appended: std::sync::atomic::AtomicU64,
+    flushed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for LogProgress {
+    fn default() -> Self {
+        Self {
+            appended: std::sync::atomic::AtomicU64::new(0),
+            flushed: tokio::sync::watch::Sender::new(0),
+        }
+    }
+}
+
+impl LogProgress {
+    /// The index of the last entry written to the log (durable or not).
+    pub fn appended(&self) -> u64 {
+        self.appended.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// The index up to which the log is known to be on stable storage (0: unknown yet).
+    pub fn flushed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.flushed.subscribe()
+    }
 }
 
 impl<C: StoreTypeConfig> Clone for LogStore<C> {
@@ -80,6 +111,7 @@ impl<C: StoreTypeConfig> Clone for LogStore<C> {
         Self {
             db: self.db.clone(),
             syncer: self.syncer.clone(),
+            progress: self.progress.clone(),
             _types: PhantomData,
         }
     }
@@ -94,7 +126,10 @@ impl<C: StoreTypeConfig> Clone for LogStore<C> {
 ///
 /// It ends when every `LogStore` clone is dropped (the channel closes), releasing its
 /// handle on the database.
-fn spawn_syncer<C: StoreTypeConfig>(db: &Arc<RaftDb>) -> mpsc::Sender<LogFlushed<C>> {
+fn spawn_syncer<C: StoreTypeConfig>(
+    db: &Arc<RaftDb>,
+    progress: Arc<LogProgress>,
+) -> mpsc::Sender<LogFlushed<C>> {
     // A weak handle: the stores own the database, so it is closed by whoever drops the
     // last store (and `DbClosed` fires then), never later by this thread, and no open
     // database outlives the stores (RocksDB crashes if a process exits while a
@@ -110,13 +145,22 @@ fn spawn_syncer<C: StoreTypeConfig>(db: &Arc<RaftDb>) -> mpsc::Sender<LogFlushed
                 // DURABILITY RULE: a callback is called only after an fsync that started
                 // after its entries were written has returned; see `append`.
                 let fsync_started = std::time::Instant::now();
+                // Every entry appended so far was written before this fsync starts.
+                let covered = progress.appended();
                 let synced = match db.upgrade() {
                     Some(db) => db.db().flush_wal(true).map_err(|e| e.to_string()),
                     None => Err("the raft database is closed".to_string()),
                 };
                 crate::admin::metrics::RAFT_LOG_FSYNC.observe(fsync_started.elapsed());
-                if let Err(e) = &synced {
-                    tracing::error!(error = %e, "fsync of the raft log failed");
+                match &synced {
+                    Err(e) => tracing::error!(error = %e, "fsync of the raft log failed"),
+                    Ok(()) => {
+                        progress.flushed.send_if_modified(|f| {
+                            let newer = covered > *f;
+                            *f = (*f).max(covered);
+                            newer
+                        });
+                    }
                 }
                 for cb in waiting {
                     cb.log_io_completed(synced.clone().map_err(io::Error::other));
@@ -139,12 +183,19 @@ impl<C: StoreTypeConfig> Debug for LogStore<C> {
 
 impl<C: StoreTypeConfig> LogStore<C> {
     pub(crate) fn new(db: Arc<RaftDb>) -> Self {
-        let syncer = spawn_syncer::<C>(&db);
+        let progress = Arc::new(LogProgress::default());
+        let syncer = spawn_syncer::<C>(&db, progress.clone());
         Self {
             db,
             syncer,
+            progress,
             _types: PhantomData,
         }
+    }
+
+    /// The log's write and fsync progress (shared by every clone).
+    pub fn progress(&self) -> Arc<LogProgress> {
+        self.progress.clone()
     }
 
     /// A signal that resolves once the database behind this store is closed (every
@@ -328,6 +379,13 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for LogStore<C> {
         match self.db.db().write_opt(batch, &WriteOptions::default()) {
             Ok(()) => {
                 tracing::trace!(last = ?last, "appended raft log entries");
+                if let Some(last) = last {
+                    // (A truncation may move the log back; the proposer only uses this
+                    // as a hint, so a stale value costs at most one early start.)
+                    self.progress
+                        .appended
+                        .store(last.index, std::sync::atomic::Ordering::Release);
+                }
                 if let Err(mpsc::SendError(cb)) = self.syncer.send(callback) {
                     let e = io::Error::other("raft log fsync thread is not running");
                     cb.log_io_completed(Err(io::Error::other(e.to_string())));

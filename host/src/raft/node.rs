@@ -51,6 +51,7 @@ pub struct ShutdownError(String);
 pub struct RaftNode<C: openraft::RaftTypeConfig> {
     pub(super) raft: Raft<C>,
     pub(super) db_closed: DbClosed,
+    pub(super) log_progress: Arc<super::log_store::LogProgress>,
 }
 
 impl<C: openraft::RaftTypeConfig> RaftNode<C> {
@@ -58,6 +59,11 @@ impl<C: openraft::RaftTypeConfig> RaftNode<C> {
     /// clone.
     pub fn raft(&self) -> &Raft<C> {
         &self.raft
+    }
+
+    /// How far this node's raft log is written and fsynced.
+    pub fn log_progress(&self) -> Arc<super::log_store::LogProgress> {
+        self.log_progress.clone()
     }
 
     /// Stops raft and waits until its database is closed, so the same directory can be
@@ -136,6 +142,7 @@ where
     let config = Arc::new(config.validate()?);
     let (log_store, state_machine) = open_stores_with::<C, A>(data_dir, app, storage)?;
     let db_closed = log_store.db_closed();
+    let log_progress = log_store.progress();
     let raft = Raft::new(
         STANDALONE_NODE_ID,
         config,
@@ -144,7 +151,11 @@ where
         state_machine,
     )
     .await?;
-    let node = RaftNode { raft, db_closed };
+    let node = RaftNode {
+        raft,
+        db_closed,
+        log_progress,
+    };
 
     match become_ready_leader(&node.raft).await {
         Ok(()) => Ok(node),

@@ -421,3 +421,33 @@ async fn dropping_the_stores_closes_the_database_at_once() {
     // And the directory can be opened again right away.
     OpenStores::open(dir.path(), &app).close().await;
 }
+
+/// The proposer frees its slot when `LogProgress` says an entry is durable: the
+/// watermark must cover every acknowledged write, and never pass what was appended.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_progress_covers_every_committed_entry() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let app = new_app();
+    let node = start(dir.path(), &app, 1000).await;
+    let progress = node.log_progress();
+    let mut flushed = progress.flushed();
+    for i in 0..10 {
+        let resp = node
+            .raft()
+            .client_write(KvCommand::Set {
+                key: format!("k{i}"),
+                value: "v".into(),
+            })
+            .await
+            .expect("client_write");
+        let index = resp.log_id.index;
+        // Committed in a one-voter cluster means flushed on this node.
+        let now = *flushed
+            .wait_for(|f| *f >= index)
+            .await
+            .expect("the log store is open");
+        assert!(progress.appended() >= index);
+        assert!(now <= progress.appended(), "flushed {now} past appended");
+    }
+    node.shutdown().await.expect("shutdown");
+}

@@ -225,6 +225,7 @@ impl Server {
         let stats = ServerStats::default();
         let (proposer, proposer_task) = Proposer::start(
             node.raft().clone(),
+            node.log_progress(),
             stats.commit_latency.clone(),
             cluster.clone(),
         );

@@ -294,6 +294,30 @@ fn delete_group(dir: &str, members: &[String]) -> Result<()> {
 fn enter(call: &Call, name: &str, parties: u32) -> Result<()> {
     let me = call.session_id();
     let dir = party_dir(name);
+    // The common case, in O(1): others wait, this session does not yet, and it is
+    // not the last party. (The full pass below, which reads every member and the
+    // module's parked calls, runs once per generation, for the last party.)
+    if let Some(node) = wazoo_sdk::get(&dir)? {
+        let waiting = u32::try_from(node.stat.num_children).unwrap_or(0);
+        if waiting > 0 && waiting + 1 < parties {
+            let group: Group = node.decode()?;
+            if group.parties != parties {
+                return Err(Error::msg(format!(
+                    "barrier {name} waits for {} parties, not {parties}",
+                    group.parties
+                )));
+            }
+            let mine = format!("{dir}/{}", member(me));
+            if wazoo_sdk::exists(&mine)?.is_none() {
+                wazoo_sdk::create(
+                    &mine,
+                    &wazoo_sdk::encode(&PartyMember { call_id: call.id() })?,
+                    CreateMode::ephemeral(me),
+                )?;
+                return call.park();
+            }
+        }
+    }
     let parked = parked_ids()?;
     // The members, each with its parked enter (a member whose call is gone is stale).
     let mut members: Vec<(String, PartyMember)> = Vec::new();
