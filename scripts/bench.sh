@@ -503,8 +503,10 @@ replies, watch notifications and recipe notifications, a parked call's completio
 included; pings and the connect handshake excluded) ÷ acquisitions, shown as total
 (sent + received). *Znodes*: children created in the window under the parents the lock
 uses, from the server's own `cversion`/`numChildren` (creates = (Δcversion +
-Δchildren) / 2; for the recipe: the lock's `holders` and the recipe's `.sessions`
-index) ÷ acquisitions. Ratios are against the client-side lock on ZooKeeper with the
+Δchildren) / 2; for the recipe: the lock's `holders` and `queue`, the recipe's
+`.sessions` index, and the server's records of the recipe's parked calls under
+`/wazoo/parked/lock`, so a waiting acquire counts its holder znode, its queue znode
+and its parked call) ÷ acquisitions. Ratios are against the client-side lock on ZooKeeper with the
 same number of sessions.
 
 | sessions | implementation | acquisitions/s | wait p50 / p99 ms | messages/acq (sent + recv) | znodes/acq | throughput vs ZK client-side | messages vs ZK client-side | violations / errors |

@@ -24,7 +24,8 @@
 //! servers' own `cversion`/`numChildren` of the parents the lock creates under: a
 //! parent's cversion counts child creates plus deletes, so creates = (Δcversion +
 //! ΔnumChildren) / 2; for the recipe: `/wazoo/recipes/lock`, its `.sessions`, the
-//! lock's node and its `holders`).
+//! lock's node, its `holders` and `queue`, and the server's own records of the lock
+//! recipe's parked calls, `/wazoo/parked/lock`: every znode a waiting acquire costs).
 //!
 //! **election** (`--sessions N` candidates of Wazoo's election recipe): the leader's
 //! session is closed (closeSession), and the time until the next candidate's
@@ -479,6 +480,8 @@ pub async fn run_lock(args: &BenchArgs) -> anyhow::Result<LockReport> {
                 format!("{base}/.sessions"),
                 format!("{base}/{name}"),
                 format!("{base}/{name}/holders"),
+                format!("{base}/{name}/queue"),
+                format!("/wazoo/parked/{}", builtin::LOCK),
             ];
             (name, parents)
         }
