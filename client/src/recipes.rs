@@ -679,7 +679,9 @@ impl LocalClaim {
 
 impl std::fmt::Debug for LocalClaim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalClaim").field("key", &self.key).finish()
+        f.debug_struct("LocalClaim")
+            .field("key", &self.key)
+            .finish()
     }
 }
 

@@ -626,7 +626,10 @@ fn sdk_recipe_does_not_grow_memory() {
         let (_, out) = rt.invoke(&hash, &call, MockEnv::default());
         let out = out.expect("noop runs");
         assert_eq!(out.status, 0);
-        assert_eq!(out.memory_grown_bytes, 0, "the no-op recipe grew its memory");
+        assert_eq!(
+            out.memory_grown_bytes, 0,
+            "the no-op recipe grew its memory"
+        );
         eprintln!("noop.wasm: {} fuel", out.fuel_used);
     }
     // Growth is measured: a module whose handler grows one page more than another

@@ -175,7 +175,10 @@ async fn recipes_survive_expiry_and_server_loss() {
     wait_waiters(&a, "exp", 2).await;
     let holder_session = holder.session_id();
     drop(holder); // no closeSession: the leader expires it after its timeout
-    let g1 = g(t1).await.unwrap().expect("the first waiter after the expiry");
+    let g1 = g(t1)
+        .await
+        .unwrap()
+        .expect("the first waiter after the expiry");
     assert!(g1.fencing_token() > th);
     let held = g(a.lock("exp").holders()).await.unwrap();
     assert_eq!(held.len(), 1);
@@ -200,7 +203,10 @@ async fn recipes_survive_expiry_and_server_loss() {
     drop(l);
     let e2 = g(cn.leadership()).await.expect("promoted after the expiry");
     assert!(e2 > e1, "epochs increase: {e1} then {e2}");
-    let info = g(a.election("el").leader()).await.unwrap().expect("a leader");
+    let info = g(a.election("el").leader())
+        .await
+        .unwrap()
+        .expect("a leader");
     assert_eq!((info.session, info.epoch), (n.session_id(), e2));
     assert_eq!(info.data, b"second");
 

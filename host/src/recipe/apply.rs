@@ -550,8 +550,7 @@ impl HostEnv for RecipeEnv {
             R::SessionAlive { session_id } => H::Bool(self.sm.sessions().contains_key(&session_id)),
             R::SetTimer { name, at_ms } => {
                 let timers = &mut self.subs().timers;
-                if timers.len() >= MAX_WRITES_PER_INVOCATION && !timers.contains_key(&name)
-                {
+                if timers.len() >= MAX_WRITES_PER_INVOCATION && !timers.contains_key(&name) {
                     return Err(RecipeError::LimitExceeded(format!(
                         "more than {MAX_WRITES_PER_INVOCATION} timers"
                     )));
@@ -1120,10 +1119,11 @@ impl StateMachine {
                 }
                 crate::command::CommandOp::RecipeCall { name, version, .. } => {
                     match self.recipe_resolve(name, *version) {
-                        Some((_, sha)) if !sha_from_hex(&sha).is_some_and(|h| rt.is_loaded(&h)) => self
-                            .tree()
-                            .get(&format!("{BLOBS}/{sha}"))
-                            .and_then(|n| n.data.as_deref()),
+                        Some((_, sha)) if !sha_from_hex(&sha).is_some_and(|h| rt.is_loaded(&h)) => {
+                            self.tree()
+                                .get(&format!("{BLOBS}/{sha}"))
+                                .and_then(|n| n.data.as_deref())
+                        }
                         _ => None,
                     }
                 }

@@ -228,8 +228,8 @@ pub async fn leader_connection_lost(raft: crate::app::Raft, leader: u64) {
     // CI: three attempts 450 ms apart all fell inside a 1 s lease, and the election
     // timeout, with a split vote, took over), but no longer than the election timeout
     // would take anyway.
-    let give_up = tokio::time::Instant::now()
-        + Duration::from_millis(raft.config().election_timeout_max) * 2;
+    let give_up =
+        tokio::time::Instant::now() + Duration::from_millis(raft.config().election_timeout_max) * 2;
     tokio::time::sleep(FAST_ELECTION_STAGGER * rank as u32).await;
     for attempt in 0..FAST_ELECTION_MAX_ATTEMPTS {
         if tokio::time::Instant::now() >= give_up {

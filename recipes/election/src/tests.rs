@@ -406,9 +406,7 @@ fn candidacy_is_found_through_the_session_entry() {
     let (a, b) = (h.open_session(), h.open_session());
     let r: JoinReply = h.call(a, "join", &join("p", b"a")).reply();
     assert!(r.leader);
-    let entry: SessionEntry = h
-        .get_as(&format!("{SESSIONS}/{a:016x}/p"))
-        .expect("entry");
+    let entry: SessionEntry = h.get_as(&format!("{SESSIONS}/{a:016x}/p")).expect("entry");
     let node = entry.candidate.expect("points at the candidate");
     let c: Candidate = h
         .get_as(&format!("{}/{node}", candidates_dir("p")))
@@ -416,12 +414,14 @@ fn candidacy_is_found_through_the_session_entry() {
     assert_eq!(c.session_id, a);
     // Resign empties the election (tidied away); b's join restarts the sequence, so
     // b's znode has the name a's stale pointer still names.
-    assert!(h.call(a, "resign", &name("p")).reply::<ResignReply>().was_leader);
+    assert!(
+        h.call(a, "resign", &name("p"))
+            .reply::<ResignReply>()
+            .was_leader
+    );
     let rb: JoinReply = h.call(b, "join", &join("p", b"b")).reply();
     assert!(rb.leader);
-    let b_entry: SessionEntry = h
-        .get_as(&format!("{SESSIONS}/{b:016x}/p"))
-        .expect("entry");
+    let b_entry: SessionEntry = h.get_as(&format!("{SESSIONS}/{b:016x}/p")).expect("entry");
     assert_eq!(b_entry.candidate, Some(node.clone()), "same name again");
     // a is not a candidate: its resign fails and b keeps leading.
     assert_eq!(
@@ -432,10 +432,17 @@ fn candidacy_is_found_through_the_session_entry() {
     // An old-style empty entry: the candidates are searched.
     h.set(&format!("{SESSIONS}/{b:016x}/p"), &[], -1).unwrap();
     let again: JoinReply = h.call(b, "join", &join("p", b"b")).reply();
-    assert!(again.leader, "found by searching: still the leader, not a second candidacy");
+    assert!(
+        again.leader,
+        "found by searching: still the leader, not a second candidacy"
+    );
     assert_eq!(h.children(&candidates_dir("p")).unwrap().len(), 1);
     // a joins again: a fresh pointer.
     let ra: JoinReply = h.call(a, "join", &join("p", b"a2")).reply();
     assert_eq!((ra.leader, ra.position), (false, Some(1)));
-    assert!(!h.call(a, "resign", &name("p")).reply::<ResignReply>().was_leader);
+    assert!(
+        !h.call(a, "resign", &name("p"))
+            .reply::<ResignReply>()
+            .was_leader
+    );
 }

@@ -845,9 +845,41 @@ fn queue_entries(name: &str) -> Result<Vec<QueueEntry>> {
         Err(e) if e.is_no_node() => return migrate_queue(name),
         Err(e) => return Err(e),
     };
-    let mut entries: Vec<QueueEntry> = children.iter().filter_map(|c| QueueEntry::parse(c)).collect();
+    // (`Children` is sorted, and zero-padded call ids sort as numbers; sorting again
+    // only guards against a hand-made name.)
+    let mut entries: Vec<QueueEntry> = children
+        .iter()
+        .filter_map(|c| QueueEntry::parse(c))
+        .collect();
     entries.sort_by_key(|e| e.call_id);
     Ok(entries)
+}
+
+/// The places of `name`'s queue in order, parsed only as far as the caller reads them
+/// (a release usually needs the first one): the queue's names are read in one host
+/// call, but parsing them all would cost fuel in proportion to the queue's length.
+/// With a shadow in the queue (rare: a resumed call) every entry is parsed, so that
+/// each place gets its shadows.
+fn queue_places(name: &str) -> Result<Box<dyn Iterator<Item = Place>>> {
+    let children = match wazoo_sdk::children(&queue_path(name)) {
+        Ok(c) => c,
+        Err(e) if e.is_no_node() => return Ok(Box::new(places(migrate_queue(name)?).into_iter())),
+        Err(e) => return Err(e),
+    };
+    if children.iter().any(|c| c.ends_with("-r")) {
+        let mut entries: Vec<QueueEntry> = children
+            .iter()
+            .filter_map(|c| QueueEntry::parse(c))
+            .collect();
+        entries.sort_by_key(|e| e.call_id);
+        return Ok(Box::new(places(entries).into_iter()));
+    }
+    Ok(Box::new(children.into_iter().filter_map(|c| {
+        QueueEntry::parse(&c).map(|first| Place {
+            first,
+            shadows: Vec::new(),
+        })
+    })))
 }
 
 /// How many calls wait for an existing lock (one read).
@@ -874,7 +906,9 @@ fn migrate_queue(name: &str) -> Result<Vec<QueueEntry>> {
             continue;
         }
         let shadow = args.resume == Some(true)
-            && places.iter().any(|&(s, m)| s == call.session_id && m == mode);
+            && places
+                .iter()
+                .any(|&(s, m)| s == call.session_id && m == mode);
         if !shadow {
             places.push((call.session_id, mode));
         }
@@ -926,7 +960,11 @@ fn places(entries: Vec<QueueEntry>) -> Vec<Place> {
 
 /// Completes a place: its parked call and every shadow of it, with the same result.
 /// Returns whether any of them was still parked.
-fn finish_place(name: &str, place: &Place, result: std::result::Result<Granted, String>) -> Result<bool> {
+fn finish_place(
+    name: &str,
+    place: &Place,
+    result: std::result::Result<Granted, String>,
+) -> Result<bool> {
     let mut any = false;
     for e in std::iter::once(&place.first).chain(&place.shadows) {
         any |= finish(name, e, result.clone())?;
@@ -1014,7 +1052,7 @@ fn drop_holder(h: &Holder) -> Result<()> {
 /// fit stops the rest). Returns the holders and whether anyone is left waiting.
 fn settle(name: &str, info: &LockInfo) -> Result<(Vec<Holder>, bool)> {
     let mut holders = list_holders(name)?;
-    for place in places(queue_entries(name)?) {
+    for place in queue_places(name)? {
         let w = &place.first;
         let session = w.session_id;
         if w.mode.kind() != info.kind {

@@ -884,7 +884,10 @@ impl Stress {
         assert!(self.h.stat(&lock_path(self.lock)).is_none());
         for index in self.h.children(SESSIONS).unwrap_or_default() {
             let session = u64::from_str_radix(&index, 16).unwrap() as i64;
-            assert!(self.h.session_alive(session), "index {index} of an ended session");
+            assert!(
+                self.h.session_alive(session),
+                "index {index} of an ended session"
+            );
         }
     }
 
@@ -973,7 +976,11 @@ fn resume_keeps_the_place_and_finds_a_lost_grant() {
     // A resume without an earlier call is a plain acquire (queued behind s3 here).
     h.call(s1, "release", &rel("r")).reply::<()>();
     let g2 = granted_of(&h, &c2).expect("s2 is next");
-    assert_eq!(granted_of(&h, &c2r), Some(g2.clone()), "the shadow gets the same grant");
+    assert_eq!(
+        granted_of(&h, &c2r),
+        Some(g2.clone()),
+        "the shadow gets the same grant"
+    );
     assert!(g2.token > g1.token);
     assert!(h.completion(c3.call_id).is_none(), "s3 stays behind s2");
     // The grant's completion was lost too: a second retry finds it held.
@@ -1027,7 +1034,8 @@ fn a_lock_without_queue_znodes_gets_its_queue_from_the_parked_calls() {
     let cc = h.call(c, "acquire", &acq("a"));
     // Back to the earlier layout.
     for child in h.children(&queue_path("a")).unwrap() {
-        h.delete(&format!("{}/{child}", queue_path("a")), -1).unwrap();
+        h.delete(&format!("{}/{child}", queue_path("a")), -1)
+            .unwrap();
     }
     h.delete(&queue_path("a"), -1).unwrap();
     assert_eq!(waiter_calls(&mut h, a, "a"), vec![cb.call_id, cc.call_id]);
