@@ -9,8 +9,8 @@
 //! fsync covers hundreds. Operations leave in the order they arrived, so a
 //! connection's writes are applied in the order it sent them.
 //!
-//! On the leader an entry stops counting as in flight once it is durable (the log's
-//! fsync covers it, `LogProgress`), not once it is applied: the next entry's fsync then
+//! On a standalone server an entry stops counting as in flight once it is durable (the
+//! log's fsync covers it, `LogProgress`), not once it is applied: the next entry's fsync then
 //! runs while the previous entry is applied and answered, as ZooKeeper's sync and final
 //! request processors overlap. That shortens chains of dependent writes (a lock
 //! handoff: a release, then the next holder's release) by the apply time.
@@ -200,8 +200,15 @@ async fn run(
             continue;
         }
         // This server is the leader. Its entry is the next one appended (a hint: raft
-        // may append one of its own first, which only frees the slot early).
-        let entry_index = log.appended() + 1;
+        // may append one of its own first, which only frees the slot early). Only a
+        // standalone server frees the slot at the local fsync, where durable means
+        // committed; an ensemble's leader keeps counting an entry until it is applied
+        // (committed by a quorum), which bounds what waits for the followers.
+        let entry_index = if cluster.is_none() {
+            log.appended() + 1
+        } else {
+            u64::MAX
+        };
         let mut flushed = log.flushed();
         let submitted = raft
             .client_write_ff(Command {
