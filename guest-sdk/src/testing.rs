@@ -409,6 +409,17 @@ impl Harness {
         self.shared.borrow().state.timers.clone()
     }
 
+    /// Sets or cancels (`at_ms` None) a timer of the recipe as if the recipe had, e.g.
+    /// to stand for state left by an earlier version of it. Returns the previous due
+    /// time.
+    pub fn set_timer(&mut self, name: &str, at_ms: Option<i64>) -> Option<i64> {
+        let timers = &mut self.shared.borrow_mut().state.timers;
+        match at_ms {
+            Some(at) => timers.insert(name.to_string(), at),
+            None => timers.remove(name),
+        }
+    }
+
     // --- client-side znode access (stands in for ZooKeeper clients) ---
 
     /// Creates a znode as a client would (node events follow); returns its path.

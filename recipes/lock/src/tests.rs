@@ -1071,3 +1071,32 @@ fn session_index_stays_bounded() {
     assert!(granted_of(&h, &cw).is_some());
     assert!(h.stat(&index_path(s)).is_none());
 }
+
+/// A parked acquire with a timeout left by the earlier version of the recipe: no queue
+/// znodes, and its timer named `timeout/<call id>` only. When the timer fires the call
+/// fails with `timeout`, leaves the (migrated) queue, and the waiter behind it moves up.
+#[test]
+fn a_timer_of_the_earlier_version_still_times_the_waiter_out() {
+    let mut h = Harness::new::<Lock>();
+    let (a, b, c) = (h.open_session(), h.open_session(), h.open_session());
+    h.call(a, "acquire", &acq("a")).reply::<Granted>();
+    let cb = h.call(b, "acquire", &acq_timeout("a", 1_000));
+    let cc = h.call(c, "acquire", &acq("a"));
+    // Back to the earlier layout: no queue znodes, the timer under its old name.
+    for child in h.children(&queue_path("a")).unwrap() {
+        h.delete(&format!("{}/{child}", queue_path("a")), -1)
+            .unwrap();
+    }
+    h.delete(&queue_path("a"), -1).unwrap();
+    let due = h
+        .set_timer(&format!("timeout/{}/a", cb.call_id), None)
+        .expect("the new timer");
+    h.set_timer(&format!("timeout/{}", cb.call_id), Some(due));
+    assert_eq!(h.fire_timers(due), vec![format!("timeout/{}", cb.call_id)]);
+    assert_eq!(h.completion(cb.call_id), Some(Err(TIMEOUT.to_string())));
+    assert_eq!(waiter_calls(&mut h, a, "a"), vec![cc.call_id]);
+    h.call(a, "release", &rel("a")).reply::<()>();
+    assert!(granted_of(&h, &cc).is_some());
+    assert!(h.timers().is_empty());
+    assert!(h.event_failures().is_empty(), "{:?}", h.event_failures());
+}
