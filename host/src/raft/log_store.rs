@@ -73,7 +73,89 @@ pub struct LogStore<C: StoreTypeConfig> {
     db: Arc<RaftDb>,
     syncer: mpsc::Sender<LogFlushed<C>>,
     progress: Arc<LogProgress>,
+    recent: Arc<parking_lot::Mutex<RecentEntries<C>>>,
     _types: PhantomData<C>,
+}
+
+/// The entries appended last, kept so that the state machine's read of an entry right
+/// after it commits (openraft 0.9 applies entries it reads back from the log) takes
+/// them from memory instead of reading and decoding them from RocksDB. A read takes
+/// the entries out: in a standalone server the apply is the only reader of fresh
+/// entries; any other reader (a replication stream, an apply that comes after another
+/// read) finds them on disk as before. Always a contiguous run of indexes.
+struct RecentEntries<C: StoreTypeConfig> {
+    entries: std::collections::VecDeque<(Entry<C>, usize)>,
+    bytes: usize,
+}
+
+/// Bound on the encoded bytes of the entries kept in memory.
+const RECENT_ENTRIES_MAX_BYTES: usize = 8 << 20;
+
+impl<C: StoreTypeConfig> RecentEntries<C> {
+    fn new() -> Self {
+        Self {
+            entries: std::collections::VecDeque::new(),
+            bytes: 0,
+        }
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.bytes = 0;
+    }
+
+    /// Remembers a just-written entry; a gap (a leader's overwrite) starts over.
+    fn push(&mut self, entry: Entry<C>, size: usize) {
+        if let Some((last, _)) = self.entries.back() {
+            if last.log_id.index + 1 != entry.log_id.index {
+                self.clear();
+            }
+        }
+        self.bytes += size;
+        self.entries.push_back((entry, size));
+        while self.bytes > RECENT_ENTRIES_MAX_BYTES {
+            match self.entries.pop_front() {
+                Some((_, s)) => self.bytes -= s,
+                None => break,
+            }
+        }
+    }
+
+    /// Takes the entries `start..=end` if all of them are here.
+    fn take(&mut self, start: u64, end: u64) -> Option<Vec<Entry<C>>> {
+        let first = self.entries.front()?.0.log_id.index;
+        let last = self.entries.back()?.0.log_id.index;
+        if start < first || end > last || start > end {
+            return None;
+        }
+        let from = usize::try_from(start - first).ok()?;
+        let count = usize::try_from(end - start + 1).ok()?;
+        let taken: Vec<(Entry<C>, usize)> = self.entries.drain(from..from + count).collect();
+        // What was before the range is older than anything still to be read: drop it,
+        // so the run stays contiguous.
+        for (_, s) in self.entries.drain(..from) {
+            self.bytes -= s;
+        }
+        let mut out = Vec::with_capacity(taken.len());
+        for (e, s) in taken {
+            self.bytes -= s;
+            out.push(e);
+        }
+        Some(out)
+    }
+
+    /// Forgets the entries with an index in `range`.
+    fn forget(&mut self, range: impl RangeBounds<u64>) {
+        let bytes = &mut self.bytes;
+        self.entries.retain(|(e, s)| {
+            let gone = range.contains(&e.log_id.index);
+            if gone {
+                *bytes -= *s;
+            }
+            !gone
+        });
+        // (Forgetting a prefix or a suffix keeps the run contiguous.)
+    }
 }
 
 /// How far the log is written and how far it is on stable storage, for the proposer
@@ -112,6 +194,7 @@ impl<C: StoreTypeConfig> Clone for LogStore<C> {
             db: self.db.clone(),
             syncer: self.syncer.clone(),
             progress: self.progress.clone(),
+            recent: self.recent.clone(),
             _types: PhantomData,
         }
     }
@@ -189,6 +272,7 @@ impl<C: StoreTypeConfig> LogStore<C> {
             db,
             syncer,
             progress,
+            recent: Arc::new(parking_lot::Mutex::new(RecentEntries::new())),
             _types: PhantomData,
         }
     }
@@ -267,6 +351,16 @@ impl<C: StoreTypeConfig> RaftLogReader<C> for LogStore<C> {
             },
             Bound::Unbounded => 0,
         };
+        let end = match range.end_bound() {
+            Bound::Included(&i) => Some(i),
+            Bound::Excluded(&i) => i.checked_sub(1),
+            Bound::Unbounded => None,
+        };
+        if let Some(end) = end {
+            if let Some(entries) = self.recent.lock().take(start, end) {
+                return Ok(entries);
+            }
+        }
         let cf = self.db.cf(CF_LOG)?;
         let from = index_key(start);
         let mut entries = Vec::new();
@@ -363,10 +457,13 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for LogStore<C> {
         let cf = self.db.cf(CF_LOG)?;
         let mut batch = WriteBatch::default();
         let mut last = None;
+        let mut written = Vec::new();
         for entry in entries {
             let value = encode_log_entry(ErrorSubject::Log(entry.log_id), &entry)?;
+            let size = value.len();
             batch.put_cf(cf, index_key(entry.log_id.index), value);
             last = Some(entry.log_id);
+            written.push((entry, size));
         }
         // DURABILITY RULE: an appended entry may be acknowledged to the leader (or counted
         // toward the quorum by a leader) only once it is on stable storage; otherwise an
@@ -379,6 +476,12 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for LogStore<C> {
         match self.db.db().write_opt(batch, &WriteOptions::default()) {
             Ok(()) => {
                 tracing::trace!(last = ?last, "appended raft log entries");
+                {
+                    let mut recent = self.recent.lock();
+                    for (entry, size) in written {
+                        recent.push(entry, size);
+                    }
+                }
                 if let Some(last) = last {
                     // (A truncation may move the log back; the proposer only uses this
                     // as a hint, so a stale value costs at most one early start.)
@@ -403,6 +506,7 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for LogStore<C> {
 
     async fn truncate(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         tracing::debug!(%log_id, "truncating raft log since");
+        self.recent.lock().forget(log_id.index..);
         let cf = self.db.cf(CF_LOG)?;
         let mut batch = WriteBatch::default();
         delete_indexes(&mut batch, cf, log_id.index, u64::MAX);
@@ -419,6 +523,7 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for LogStore<C> {
 
     async fn purge(&mut self, log_id: LogId<u64>) -> Result<(), StorageError<u64>> {
         tracing::debug!(%log_id, "purging raft log up to");
+        self.recent.lock().forget(..=log_id.index);
         let cf = self.db.cf(CF_LOG)?;
         let meta_cf = self.db.cf(CF_LOG_META)?;
         let mut batch = WriteBatch::default();
