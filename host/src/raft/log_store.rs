@@ -545,3 +545,64 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for LogStore<C> {
             .map_err(|e| io_err(ErrorSubject::Logs, ErrorVerb::Delete, &e))
     }
 }
+
+#[cfg(test)]
+mod recent_entries_tests {
+    use super::RecentEntries;
+    use crate::raft::tests::KvTypeConfig;
+    use openraft::{CommittedLeaderId, Entry, EntryPayload, LogId};
+
+    fn entry(term: u64, index: u64) -> Entry<KvTypeConfig> {
+        Entry {
+            log_id: LogId::new(CommittedLeaderId::new(term, 1), index),
+            payload: EntryPayload::Blank,
+        }
+    }
+
+    fn ids(entries: &[Entry<KvTypeConfig>]) -> Vec<(u64, u64)> {
+        entries
+            .iter()
+            .map(|e| (e.log_id.leader_id.term, e.log_id.index))
+            .collect()
+    }
+
+    #[test]
+    fn reads_take_the_entries_and_overwrites_replace_them() {
+        let mut recent = RecentEntries::<KvTypeConfig>::new();
+        for i in 1..=5 {
+            recent.push(entry(1, i), 10);
+        }
+        assert_eq!(
+            recent.take(2, 3).as_deref().map(ids),
+            Some(vec![(1, 2), (1, 3)])
+        );
+        // Taken (and what came before them dropped): the next read goes to disk.
+        assert!(recent.take(2, 3).is_none());
+        assert!(recent.take(1, 1).is_none());
+        assert_eq!(recent.bytes, 20);
+        // A new leader overwrites 5 (truncate, then append at 5 in its term).
+        recent.forget(5..);
+        recent.push(entry(2, 5), 10);
+        assert_eq!(
+            recent.take(4, 5).as_deref().map(ids),
+            Some(vec![(1, 4), (2, 5)])
+        );
+        assert_eq!(recent.bytes, 0);
+        // A gap starts over; a range not wholly here is not served.
+        recent.push(entry(2, 9), 10);
+        recent.push(entry(2, 10), 10);
+        assert!(recent.take(8, 10).is_none());
+        assert_eq!(
+            recent.take(9, 10).as_deref().map(ids),
+            Some(vec![(2, 9), (2, 10)])
+        );
+        // Purged entries are forgotten; the bound on bytes drops the oldest.
+        recent.push(entry(2, 11), 10);
+        recent.forget(..=11);
+        assert!(recent.take(11, 11).is_none());
+        recent.push(entry(2, 12), super::RECENT_ENTRIES_MAX_BYTES);
+        recent.push(entry(2, 13), 1);
+        assert!(recent.take(12, 12).is_none());
+        assert_eq!(recent.take(13, 13).as_deref().map(ids), Some(vec![(2, 13)]));
+    }
+}
