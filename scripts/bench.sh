@@ -379,7 +379,8 @@ if [ "$ONLY" != main ]; then
     COORD_WAZOO_CMD="$WAZOO_CMD"
     echo "bench.sh: Wazoo (built-in recipes) on $SERVER_ADDR"
     for n in "${COORD_SESSIONS[@]}"; do
-        run_coord wazoo lock "$n" "$LOCK_SECS" --lock-impl recipe
+        run_coord wazoo lock "$n" "$LOCK_SECS" --lock-impl recipe --lock-release drop
+        run_coord wazoo lock "$n" "$LOCK_SECS" --lock-impl recipe --lock-release await
         run_coord wazoo lock "$n" "$LOCK_SECS" --lock-impl client-side
     done
     for n in "${COORD_SESSIONS[@]}"; do
@@ -418,12 +419,16 @@ def ms2(r, a, b):
 locks = {}
 for r in results:
     if r["workload"] == "lock":
-        locks.setdefault(r["sessions"], {})[(r["lock_impl"], r["server"])] = r
+        impl = r["lock_impl"]
+        if impl == "recipe" and r.get("lock_release") == "await":
+            impl = "recipe-await"
+        locks.setdefault(r["sessions"], {})[(impl, r["server"])] = r
 lock_rows, verdicts = [], []
 labels = [
     (("client-side", "zookeeper"), "client-side lock on ZooKeeper"),
     (("client-side", "wazoo"), "client-side lock on Wazoo (plain znodes)"),
-    (("recipe", "wazoo"), "**Wazoo lock recipe**"),
+    (("recipe", "wazoo"), "**Wazoo lock recipe** (guard dropped)"),
+    (("recipe-await", "wazoo"), "Wazoo lock recipe, `release().await`"),
 ]
 for n in sorted(locks):
     s = locks[n]
@@ -494,7 +499,11 @@ again. Three implementations:
   getData the predecessor with a watch, wait for its deletion, look again; release =
   delete. Run against ZooKeeper and against Wazoo's plain znode API.
 - **Wazoo lock recipe**: `client.lock(name).acquire()` (one recipe call, parked on the
-  server until granted; its completion is pushed) and `release` (one call).
+  server until granted and answered then: the call is sent with `CALL_DEFER_REPLY`, so
+  there is no separate "parked" reply), then the guard is dropped: its release is a
+  quiet call (`CALL_QUIET`), written and not waited for, which the server answers only
+  if it fails. The row with `release().await` releases with a request and its reply
+  instead (one message more). docs/PROTOCOL.md, "Deferred and quiet calls".
 
 *Acquisitions/s*: grants in the measured window ÷ its length. *Wait*: acquire called →
 granted (under FIFO about N − 1 handoffs). *Messages*: protocol frames between the
@@ -524,11 +533,11 @@ next waiter in the same entry, or the client-side `delete`, which fires the
 successor's watch), and the client-side successor needs one more read round trip
 (getChildren) before it holds the lock. Each acquisition also writes once more (the
 recipe's `acquire` call, the client-side `create`). So both pay two writes per
-acquisition; the recipe saves messages (5 per queued acquisition: acquire, its parked
-reply, the completion, release and its reply; against 11: create, getChildren, getData
-with watch, getChildren again, delete, a request and a reply each, plus the watch
-event) but each of its writes runs the lock recipe in wasm as the state machine
-applies the entry. Server-side wasm fuel per lock recipe call (from
+acquisition; the recipe saves messages (3 per acquisition: the acquire, its one reply
+when granted, and the quiet release; 4 with an awaited release; against 11: create,
+getChildren, getData with watch, getChildren again, delete, a request and a reply
+each, plus the watch event) but each of its writes runs the lock recipe in wasm as the
+state machine applies the entry. Server-side wasm fuel per lock recipe call (from
 Wazoo's `/metrics`, whole run): """ + "\n".join(fuel_lines) + """
 
 ### Leader failover (election recipe, Wazoo)
@@ -547,9 +556,8 @@ not above the previous one.
 
 N parties (one session each) call `enter {name, parties: N}` in a loop. Release
 latency of a round: the last party's `enter` sent → the last party's release received.
-Messages per round: all parties' frames (as above) ÷ rounds (3N − 1 expected: each
-`enter` is a request, a parked reply and a completion, except the last, answered at
-once). Violations: a party released before the round's last `enter` was sent.
+Messages per round: all parties' frames (as above) ÷ rounds (2N expected: each
+`enter` is a request and its one reply, deferred until the barrier opens). Violations: a party released before the round's last `enter` was sent.
 
 | parties | rounds/s | release p50 ms | p99 ms | max ms | messages/round | violations / errors |
 |---:|---:|---:|---:|---:|---:|---|

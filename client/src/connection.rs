@@ -67,6 +67,42 @@ struct Pending {
     waiter: Option<Waiter>,
     /// The watch this request registers (or removes) if it succeeds.
     watch: Option<WatchReg>,
+    /// Position in the order requests were written to this connection.
+    seq: u64,
+    /// A recipe call sent with `CALL_QUIET`: answered only if it fails, so any
+    /// reply to a request written after it means it succeeded.
+    quiet: bool,
+}
+
+/// How a request's reply is matched (see [`State::deferred`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReplyOrder {
+    /// In xid order with the other requests.
+    InOrder,
+    /// A recipe call sent with `CALL_DEFER_REPLY`: its reply may come after the
+    /// replies to later requests.
+    Deferred,
+    /// A recipe call sent with `CALL_QUIET`: no reply unless it fails.
+    Quiet,
+}
+
+fn reply_order(req: &Request) -> Result<ReplyOrder, ClientError> {
+    let Request::RecipeCall { flags, .. } = req else {
+        return Ok(ReplyOrder::InOrder);
+    };
+    let defer = flags & recipe::CALL_DEFER_REPLY != 0;
+    let quiet = flags & recipe::CALL_QUIET != 0;
+    match (defer, quiet) {
+        (false, false) => Ok(ReplyOrder::InOrder),
+        (true, false) => Ok(ReplyOrder::Deferred),
+        (false, true) => Ok(ReplyOrder::Quiet),
+        // Its success would never be answered, nor ordered: nothing could tell the
+        // caller when it is done.
+        (true, true) => Err(ClientError::Recipe {
+            code: ErrorCode::BadArguments,
+            message: "a recipe call cannot be both deferred and quiet in this client".into(),
+        }),
+    }
 }
 
 /// The watches a session has registered with the server, as the server will have them
@@ -216,6 +252,11 @@ struct State {
     next_xid: i32,
     pending: VecDeque<Pending>,
     special: [VecDeque<Pending>; 3],
+    /// Recipe calls sent with `CALL_DEFER_REPLY`, by xid: answered once, when they
+    /// complete, in any order relative to the other replies.
+    deferred: HashMap<i32, Pending>,
+    /// Requests written so far (`Pending::seq`).
+    next_seq: u64,
     out: Option<mpsc::UnboundedSender<Vec<u8>>>,
     /// Parked recipe calls by call id, waiting for their kind-1 notification.
     parked: HashMap<i64, ParkedWaiter>,
@@ -258,6 +299,7 @@ impl Shared {
     /// lock across xid allocation, queueing and registration keeps the frames on the
     /// wire in xid order, which is what lets replies be matched in order.
     fn submit(&self, req: &Request, waiter: Option<Waiter>) -> Result<(), ClientError> {
+        let order = reply_order(req)?;
         let special = special_xid(req);
         let mut frame = encode_request_frame(special.unwrap_or(0), req);
         let mut st = self.state.lock().unwrap();
@@ -279,15 +321,21 @@ impl Shared {
         if x != xid::PING {
             self.ctx.frames_sent.fetch_add(1, Ordering::Relaxed);
         }
+        st.next_seq += 1;
         let p = Pending {
             xid: x,
             opcode: req.opcode(),
             waiter,
             watch: watch_reg(req),
+            seq: st.next_seq,
+            quiet: order == ReplyOrder::Quiet,
         };
-        match special_index(x) {
-            Some(i) => st.special[i].push_back(p),
-            None => st.pending.push_back(p),
+        match (special_index(x), order) {
+            (Some(i), _) => st.special[i].push_back(p),
+            (None, ReplyOrder::Deferred) => {
+                st.deferred.insert(x, p);
+            }
+            (None, _) => st.pending.push_back(p),
         }
         Ok(())
     }
@@ -306,6 +354,7 @@ impl Shared {
             for q in st.special.iter_mut() {
                 all.extend(q.drain(..));
             }
+            all.extend(st.deferred.drain().map(|(_, p)| p));
             st.unclaimed.clear();
             let parked: Vec<ParkedWaiter> = st.parked.drain().map(|(_, w)| w).collect();
             (all, parked)
@@ -376,24 +425,44 @@ impl Shared {
     }
 
     /// Takes the waiter for a reply with `xid`, checking that replies come in order.
-    fn take_pending(&self, x: i32) -> Result<Option<Pending>, String> {
+    /// Also returns the quiet calls this reply shows succeeded: the server answers in
+    /// the order it read, so a reply to a later request means an earlier quiet call
+    /// had no error to report.
+    fn take_pending(&self, x: i32) -> Result<(Option<Pending>, Vec<Pending>), String> {
         let mut st = self.state.lock().unwrap();
+        let mut succeeded = Vec::new();
+        let mut quiet_before = |st: &mut State, seq: u64| {
+            while st.pending.front().is_some_and(|p| p.quiet && p.seq < seq) {
+                succeeded.extend(st.pending.pop_front());
+            }
+        };
         if let Some(i) = special_index(x) {
             // Unsolicited pings replies are harmless; anything else unexpected is too
             // (ZooKeeper never sends them), so only log.
             let p = st.special[i].pop_front();
-            if p.is_none() {
-                tracing::debug!(
+            match &p {
+                None => tracing::debug!(
                     xid = x,
                     "reply with reserved xid and no request waiting for it"
-                );
+                ),
+                // Pings and setWatches are answered in order (auth is not).
+                Some(p) if x != xid::AUTH => quiet_before(&mut st, p.seq),
+                Some(_) => {}
             }
-            return Ok(p);
+            return Ok((p, succeeded));
         }
-        match st.pending.front() {
-            Some(p) if p.xid == x => Ok(st.pending.pop_front()),
-            Some(p) => Err(format!("reply xid {x} out of order: expected {}", p.xid)),
-            None => Err(format!("reply xid {x} with no request outstanding")),
+        if let Some(p) = st.deferred.remove(&x) {
+            // Sent once the server had answered everything read before that call.
+            quiet_before(&mut st, p.seq);
+            return Ok((Some(p), succeeded));
+        }
+        loop {
+            match st.pending.front() {
+                Some(p) if p.xid == x => return Ok((st.pending.pop_front(), succeeded)),
+                Some(p) if p.quiet => succeeded.extend(st.pending.pop_front()),
+                Some(p) => return Err(format!("reply xid {x} out of order: expected {}", p.xid)),
+                None => return Err(format!("reply xid {x} with no request outstanding")),
+            }
         }
     }
 }
@@ -420,6 +489,17 @@ impl Connection {
         let (tx, rx) = oneshot::channel();
         self.shared.submit(req, Some(tx))?;
         rx.await.unwrap_or(Err(ClientError::ConnectionClosed))
+    }
+
+    /// Writes `req` now and returns the receiver of its reply (for quiet calls: a
+    /// `Response::Empty` once a later reply shows it succeeded).
+    pub fn send(
+        &self,
+        req: &Request,
+    ) -> Result<oneshot::Receiver<Result<Reply, ClientError>>, ClientError> {
+        let (tx, rx) = oneshot::channel();
+        self.shared.submit(req, Some(tx))?;
+        Ok(rx)
     }
 }
 
@@ -456,6 +536,8 @@ pub(crate) async fn establish(
             next_xid: 1,
             pending: VecDeque::new(),
             special: Default::default(),
+            deferred: HashMap::new(),
+            next_seq: 0,
             out: Some(out_tx),
             parked: HashMap::new(),
             unclaimed: VecDeque::new(),
@@ -605,7 +687,19 @@ fn handle_frame(
         handle_recipe_notification(shared, &h, &mut r, pushed)?;
         return Ok(());
     }
-    let Some(p) = shared.take_pending(h.xid)? else {
+    let (p, succeeded) = shared.take_pending(h.xid)?;
+    for q in succeeded {
+        if let Some(w) = q.waiter {
+            let _ = w.send(Ok(Reply {
+                zxid: h.zxid,
+                result: Ok(Response::Empty),
+                events_before: *events_seen,
+                error_message: None,
+                parked: None,
+            }));
+        }
+    }
+    let Some(p) = p else {
         return Ok(());
     };
     let mut error_message = None;

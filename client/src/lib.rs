@@ -1102,9 +1102,10 @@ impl Client {
 
     /// recipeCall (op 1003): runs `function` of recipe `name` (`version` -1: the
     /// latest) with MessagePack `args`, and returns its MessagePack reply. A call the
-    /// server parks is awaited here until its completion notification arrives; if the
-    /// connection closes first it fails with [`ClientError::ConnectionClosed`] (code
-    /// ConnectionLoss). Failures are [`ClientError::Recipe`].
+    /// server parks is awaited here until it completes; it is sent with
+    /// `CALL_DEFER_REPLY`, so the server answers it once, then (one frame each way).
+    /// If the connection closes first it fails with [`ClientError::ConnectionClosed`]
+    /// (code ConnectionLoss). Failures are [`ClientError::Recipe`].
     pub async fn recipe_call(
         &self,
         name: &str,
@@ -1112,12 +1113,15 @@ impl Client {
         function: &str,
         args: Vec<u8>,
     ) -> Result<Vec<u8>, ClientError> {
+        // Deferred: a call that parks is answered once, when it completes (a server
+        // without the flag answers "parked" and then notifies, handled below too).
         let (resp, parked) = self
             .recipe_request(Request::RecipeCall {
                 name: name.into(),
                 version,
                 function: function.into(),
                 args,
+                flags: recipe::CALL_DEFER_REPLY,
             })
             .await?;
         match resp {
@@ -1168,6 +1172,29 @@ impl Client {
             .map_err(|e| ClientError::MessagePack(format!("decoding the reply: {e}")))
     }
 
+    /// recipeCall with `CALL_QUIET`: written at once, and the server answers it only if
+    /// it fails, so a call that succeeds costs one frame. Calls of the session sent
+    /// after it are applied after it. The returned [`QuietCall`] resolves `Ok` once a
+    /// reply to a later request shows it succeeded, or with its error; dropping it
+    /// is fine. For calls whose reply carries nothing the caller needs (a release).
+    pub fn recipe_call_quiet(
+        &self,
+        name: &str,
+        version: i32,
+        function: &str,
+        args: Vec<u8>,
+    ) -> Result<QuietCall, ClientError> {
+        let conn = self.conn_for_request()?;
+        let rx = conn.send(&Request::RecipeCall {
+            name: name.into(),
+            version,
+            function: function.into(),
+            args,
+            flags: recipe::CALL_QUIET,
+        })?;
+        Ok(QuietCall { rx })
+    }
+
     /// closeSession (op -11): ends the session (its ephemerals go) and waits for the
     /// reply. The server then closes the connection. The state becomes Closed (also
     /// when the request fails, e.g. while disconnected) and the client stops
@@ -1178,6 +1205,31 @@ impl Client {
         self.inner.finish(ConnState::Closed);
         r?;
         Ok(())
+    }
+}
+
+/// The outcome of a [`Client::recipe_call_quiet`].
+#[derive(Debug)]
+pub struct QuietCall {
+    rx: tokio::sync::oneshot::Receiver<Result<connection::Reply, ClientError>>,
+}
+
+impl QuietCall {
+    /// `Ok` once a reply to a later request (or a ping) of the same connection shows
+    /// the call succeeded; its error if it failed; [`ClientError::ConnectionClosed`]
+    /// if the connection closed first (it may or may not have been applied).
+    pub async fn outcome(self) -> Result<(), ClientError> {
+        let reply = self
+            .rx
+            .await
+            .unwrap_or(Err(ClientError::ConnectionClosed))?;
+        match reply.result {
+            Ok(_) => Ok(()),
+            Err(code) => Err(ClientError::Recipe {
+                code,
+                message: reply.error_message.unwrap_or_default(),
+            }),
+        }
     }
 }
 

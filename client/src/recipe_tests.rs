@@ -449,3 +449,104 @@ async fn typed_calls_use_named_messagepack() {
     let bad = timed(c.recipe_call_typed::<_, Acquire>("lock", -1, "junk", &a)).await;
     assert!(matches!(bad, Err(ClientError::MessagePack(_))), "{bad:?}");
 }
+
+#[tokio::test]
+async fn a_deferred_reply_is_matched_by_xid_after_later_replies() {
+    // The server answers the parked call only when it completes, after it answered a
+    // later request: the client matches it by xid, not by order.
+    let parked_xid = Arc::new(std::sync::Mutex::new(None));
+    let seen = parked_xid.clone();
+    let c = connect(Arc::new(move |x, req| match req {
+        Request::RecipeCall { flags, .. } => {
+            assert_eq!(flags, wazoo_proto::recipe::CALL_DEFER_REPLY);
+            *seen.lock().unwrap() = Some(x);
+            Action::Frames(vec![])
+        }
+        Request::Exists(_) => {
+            let parked = seen.lock().unwrap().take().expect("the call came first");
+            Action::Frames(vec![
+                reply(x, 7, Err(ErrorCode::NoNode)),
+                reply(
+                    parked,
+                    8,
+                    Ok(Response::RecipeCall {
+                        state: CALL_COMPLETED,
+                        call_id: 6,
+                        reply: b"granted".to_vec(),
+                    }),
+                ),
+            ])
+        }
+        other => panic!("unexpected {other:?}"),
+    }))
+    .await;
+    let c2 = c.clone();
+    let call = tokio::spawn(async move { c2.recipe_call("lock", -1, "acquire", vec![]).await });
+    while parked_xid.lock().unwrap().is_none() {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(timed(c.exists("/x", false)).await.unwrap(), None);
+    assert_eq!(timed(call).await.unwrap().unwrap(), b"granted");
+    assert!(!c.is_closed());
+}
+
+#[tokio::test]
+async fn quiet_calls_are_settled_by_a_later_reply_or_by_their_error() {
+    let c = connect(Arc::new(|x, req| match req {
+        Request::RecipeCall {
+            function, flags, ..
+        } => {
+            assert_eq!(flags, wazoo_proto::recipe::CALL_QUIET);
+            match function.as_str() {
+                // Succeeds: a quiet call's success is not answered.
+                "release" => Action::Frames(vec![]),
+                _ => Action::Frames(vec![reply(
+                    x,
+                    8,
+                    Ok(Response::RecipeFailure {
+                        code: ErrorCode::RecipeFailed,
+                        message: "not the holder".into(),
+                    }),
+                )]),
+            }
+        }
+        Request::Exists(_) => Action::Frames(vec![reply(x, 9, Err(ErrorCode::NoNode))]),
+        other => panic!("unexpected {other:?}"),
+    }))
+    .await;
+    let ok = c.recipe_call_quiet("lock", -1, "release", vec![]).unwrap();
+    let bad = c.recipe_call_quiet("lock", -1, "junk", vec![]).unwrap();
+    let ok2 = c.recipe_call_quiet("lock", -1, "release", vec![]).unwrap();
+    // The reply to a later request settles the quiet calls before it.
+    assert_eq!(timed(c.exists("/x", false)).await.unwrap(), None);
+    timed(ok.outcome()).await.unwrap();
+    timed(ok2.outcome()).await.unwrap();
+    match timed(bad.outcome()).await {
+        Err(ClientError::Recipe { code, message }) => {
+            assert_eq!(code, ErrorCode::RecipeFailed);
+            assert_eq!(message, "not the holder");
+        }
+        other => panic!("{other:?}"),
+    }
+    // Deferred and quiet at once is refused before anything is sent.
+    let both = c
+        .request(Request::RecipeCall {
+            name: "lock".into(),
+            version: -1,
+            function: "release".into(),
+            args: vec![],
+            flags: wazoo_proto::recipe::CALL_DEFER_REPLY | wazoo_proto::recipe::CALL_QUIET,
+        })
+        .await;
+    assert!(
+        matches!(
+            &both,
+            Err(ClientError::Recipe {
+                code: ErrorCode::BadArguments,
+                ..
+            })
+        ),
+        "{both:?}"
+    );
+    assert!(!c.is_closed());
+}

@@ -303,6 +303,11 @@ struct Dispatcher {
     /// Locks (module, name) this client is acquiring or holds through a guard: see
     /// [`LocalClaim`].
     claims: Mutex<std::collections::BTreeSet<(String, String)>>,
+    /// Releases sent by dropped guards whose outcome is not known yet, per lock
+    /// (module, name): see [`ReleaseInDoubt`].
+    releasing: Mutex<HashMap<(String, String), usize>>,
+    /// Signalled when a release in doubt settles.
+    release_settled: tokio::sync::Notify,
 }
 
 /// One dispatcher per client session, found by the client's shared state. Weak keys:
@@ -337,6 +342,8 @@ impl Dispatcher {
             unrouted: Mutex::new(None),
             unrouted_taken: std::sync::atomic::AtomicBool::new(false),
             claims: Mutex::new(std::collections::BTreeSet::new()),
+            releasing: Mutex::new(HashMap::new()),
+            release_settled: tokio::sync::Notify::new(),
         });
         reg.push((me, d.clone()));
         rt.spawn(dispatch(Arc::downgrade(&d), rx));
@@ -535,6 +542,7 @@ impl Handle {
             version: -1,
             function: function.to_string(),
             args,
+            flags: 0,
         };
         let r = self.client.send_request(&req).await?;
         match r.result {
@@ -677,6 +685,63 @@ impl LocalClaim {
     }
 }
 
+/// A release a dropped [`LockGuard`] sent without waiting (a quiet call), counted
+/// from when it is written until its outcome is known (a later reply showed it
+/// applied, or it was sent again after a lost connection).
+///
+/// The guard's [`LocalClaim`] ends as soon as the release is written: every later
+/// call of the session is applied after it, so a new acquire may follow at once. Only
+/// a *resumed* acquire (the retry after a lost connection) must wait for it: if the
+/// connection was lost before the release was applied, the session still holds the
+/// old grant, and `resume` would hand that grant back to the new acquire while the
+/// release retry is about to end it.
+struct ReleaseInDoubt {
+    dispatcher: Arc<Dispatcher>,
+    key: (String, String),
+}
+
+impl ReleaseInDoubt {
+    fn new(dispatcher: &Arc<Dispatcher>, key: &(String, String)) -> ReleaseInDoubt {
+        *lock(&dispatcher.releasing).entry(key.clone()).or_default() += 1;
+        ReleaseInDoubt {
+            dispatcher: dispatcher.clone(),
+            key: key.clone(),
+        }
+    }
+}
+
+impl Drop for ReleaseInDoubt {
+    fn drop(&mut self) {
+        let mut r = lock(&self.dispatcher.releasing);
+        if let Some(n) = r.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                r.remove(&self.key);
+            }
+        }
+        drop(r);
+        self.dispatcher.release_settled.notify_waiters();
+    }
+}
+
+/// Waits until no release of this client's for `h`'s lock is in doubt (see
+/// [`ReleaseInDoubt`]); at once without a dispatcher.
+async fn settle_releases(h: &Handle) {
+    let Ok(d) = Dispatcher::of(&h.client) else {
+        return;
+    };
+    let key = (h.module.clone(), h.name.clone());
+    loop {
+        let settled = d.release_settled.notified();
+        tokio::pin!(settled);
+        settled.as_mut().enable();
+        if !lock(&d.releasing).contains_key(&key) {
+            return;
+        }
+        settled.await;
+    }
+}
+
 impl std::fmt::Debug for LocalClaim {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LocalClaim")
@@ -801,6 +866,7 @@ async fn acquire_mode(
         match h.call(function, &args).await {
             Err(e) if e.is_connection_loss() && h.client.inner.reconnect && claim.is_some() => {
                 wait_connected(&h.client).await?;
+                settle_releases(h).await;
                 args.resume = Some(true);
             }
             r => break r?,
@@ -831,6 +897,7 @@ async fn try_acquire_mode(
         match h.call(function, &args).await {
             Err(e) if e.is_connection_loss() && h.client.inner.reconnect && claim.is_some() => {
                 wait_connected(&h.client).await?;
+                settle_releases(h).await;
                 args.resume = Some(true);
             }
             r => break r?,
@@ -1016,13 +1083,15 @@ impl Semaphore {
 
 /// A grant of a [`Lock`], [`RwLock`] or [`Semaphore`].
 ///
-/// Release it with [`release`](Self::release), which reports failures. Dropping a
-/// guard that was not released spawns a best-effort release of this grant (by token,
-/// so it cannot release a later grant) on the current tokio runtime: Rust has no
-/// async drop, and a lock held by a forgotten guard would otherwise stay held until
-/// the session ends. Outside a runtime nothing is sent and the lock stays held until
-/// it is released or the session ends. [`forget`](Self::forget) keeps the lock held
-/// on purpose.
+/// Release it with [`release`](Self::release), which waits for the server and reports
+/// failures, or by dropping the guard, which does not wait: the release of this grant
+/// (by token, so it cannot release a later grant) is written at once as a quiet call,
+/// which the server answers only if it fails (one frame instead of two; failures are
+/// logged at debug level). Calls the session makes after the drop are applied after
+/// the release, so acquiring the lock again right away is fine. On a reconnecting
+/// client a dropped guard's release whose connection is lost is sent again after the
+/// reconnect (that needs a tokio runtime, as the client does). [`forget`](Self::forget)
+/// keeps the lock held on purpose.
 ///
 /// Holding the guard does not prove the lock is still held (the session may expire,
 /// an administrator may revoke it): pass [`fencing_token`](Self::fencing_token) to
@@ -1165,23 +1234,67 @@ impl Drop for LockGuard {
         if self.released {
             return;
         }
-        let Ok(rt) = tokio::runtime::Handle::try_current() else {
-            return;
-        };
         let h = self.h.clone();
         let (function, token) = (self.mode.release_function(), self.token);
-        // The claim ends when the release was answered, not before it was sent.
         let claim = self.claim.take();
-        rt.spawn(async move {
-            let args = ReleaseArgs {
-                name: &h.name,
-                token,
-            };
-            if let Err(e) = h.call::<_, Option<()>>(function, &args).await {
-                tracing::debug!(lock = %h.name, token, error = %e, "release on drop failed");
-            }
-            drop(claim);
+        let args = rmp_serde::to_vec_named(&ReleaseArgs {
+            name: &h.name,
+            token,
         });
+        let quiet = args
+            .map_err(|e| ClientError::MessagePack(e.to_string()))
+            .and_then(|args| h.client.recipe_call_quiet(&h.module, -1, function, args));
+        let rt = tokio::runtime::Handle::try_current().ok();
+        match (quiet, rt) {
+            (Ok(q), rt) => {
+                // Written: later calls of the session come after it, so the claim
+                // can end now (see `ReleaseInDoubt` for the one exception).
+                let doubt = claim
+                    .as_ref()
+                    .map(|c| ReleaseInDoubt::new(&c.dispatcher, &c.key));
+                drop(claim);
+                let Some(rt) = rt else { return };
+                rt.spawn(async move {
+                    match q.outcome().await.map_err(RecipeError::from) {
+                        Ok(()) => {}
+                        Err(e) if e.is_connection_loss() && h.client.inner.reconnect => {
+                            // Unknown whether it was applied: send it again (by token,
+                            // so it cannot end a later grant) once reconnected.
+                            if wait_connected(&h.client).await.is_ok() {
+                                let args = ReleaseArgs {
+                                    name: &h.name,
+                                    token,
+                                };
+                                match h.call_retrying::<_, Option<()>>(function, &args).await {
+                                    Ok(_) | Err(RecipeError::NotHolder) => {}
+                                    Err(e) => tracing::debug!(lock = %h.name, token, error = %e, "release on drop failed"),
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(lock = %h.name, token, error = %e, "release on drop failed")
+                        }
+                    }
+                    drop(doubt);
+                });
+            }
+            // Not sent (no connection now): release in the background when possible.
+            (Err(_), Some(rt)) => {
+                rt.spawn(async move {
+                    let args = ReleaseArgs {
+                        name: &h.name,
+                        token,
+                    };
+                    if let Err(e) = h.call_retrying::<_, Option<()>>(function, &args).await {
+                        tracing::debug!(lock = %h.name, token, error = %e, "release on drop failed");
+                    }
+                    drop(claim);
+                });
+            }
+            (Err(e), None) => {
+                tracing::debug!(lock = %h.name, token, error = %e, "release on drop not sent (no connection, no runtime)");
+            }
+        }
     }
 }
 

@@ -123,6 +123,12 @@ pub struct BenchArgs {
     /// ZooKeeper and Wazoo).
     #[arg(long, value_enum, default_value_t = coord::LockImpl::Recipe)]
     pub lock_impl: coord::LockImpl,
+    /// For `lock` with the recipe: how the holder releases. `drop` drops the guard (a
+    /// quiet call: written, not waited for, answered only on failure); `await` calls
+    /// `release().await` (a request and its reply). The client-side lock always waits
+    /// for its delete.
+    #[arg(long, value_enum, default_value_t = coord::LockRelease::Drop)]
+    pub lock_release: coord::LockRelease,
     /// For lock, election and barrier: stop after this many measured acquisitions
     /// (lock) or rounds (election, barrier), or at the end of `--secs`, whichever
     /// comes first.
@@ -421,6 +427,7 @@ impl Worker {
                     version: -1,
                     function: "noop".into(),
                     args: Vec::new(),
+                    flags: 0,
                 },
                 Workload::CreateDelete => Request::Create(CreateOp {
                     kind: CreateKind::Create,
@@ -492,6 +499,7 @@ mod tests {
             seed: Some(1),
             recipe_wasm: None,
             lock_impl: coord::LockImpl::Recipe,
+            lock_release: coord::LockRelease::Drop,
             acquisitions: None,
         };
         assert!(check_args(&base).is_ok());
@@ -576,6 +584,7 @@ mod tests {
                 seed: Some(42),
                 recipe_wasm,
                 lock_impl: coord::LockImpl::Recipe,
+                lock_release: coord::LockRelease::Drop,
                 acquisitions: None,
             };
             let r = run(&args).await.unwrap();

@@ -20,7 +20,9 @@
 //! - [`command`]: the log entry payload and the result of applying it.
 //! - [`state_machine`]: znode tree + sessions; applies commands, serves reads.
 //! - [`tree`]: the znode tree and ZooKeeper's Stat rules; [`acl`]: ACL checks.
-//! - [`watch`]: server-local watches and event delivery.
+//! - [`watch`]: server-local watches and event delivery; [`call_replies`]: where a
+//!   recipe call's reply and completion go (deferred and quiet calls, and completions
+//!   that overtake their call's reply).
 //! - [`raft`]: openraft type config, RocksDB log and state-machine stores, node start.
 //! - [`peer`]: the peer port of an ensemble: raft RPCs, writes forwarded to the leader,
 //!   session liveness reports, read index for `sync`, status and membership changes.
@@ -36,6 +38,7 @@ pub mod admin_cli;
 pub mod app;
 pub mod bench;
 pub mod bench_failover;
+pub mod call_replies;
 pub mod cli;
 pub mod command;
 pub mod config;

@@ -7,14 +7,15 @@
 //! later read of that connection is queued, which gives ZooKeeper's ordering rule
 //! "a client sees the event before the data that follows it".
 
+use crate::call_replies::CallReplies;
 use crate::state_machine::{Notifier, WatchRequest};
 use crate::tree::{DataTree, TreeEvent};
 use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use tokio::sync::mpsc::UnboundedSender;
 use wazoo_proto::consts::{event, state, watcher_type};
-use wazoo_proto::response::{encode_event_frame, encode_recipe_notification_frame};
-use wazoo_proto::{ErrorCode, RecipeNotification, SetWatches2, WatcherEvent};
+use wazoo_proto::response::encode_event_frame;
+use wazoo_proto::{ErrorCode, RecipeNotification, Response, SetWatches2, WatcherEvent};
 
 /// What the server writes to one connection, in order.
 #[derive(Debug)]
@@ -46,6 +47,8 @@ struct Conn {
     session_id: i64,
     tx: UnboundedSender<Outbound>,
     remote: String,
+    /// Replies and completions of this connection's recipe calls.
+    calls: CallReplies,
 }
 
 #[derive(Default)]
@@ -99,6 +102,7 @@ impl WatchManager {
                 session_id,
                 tx,
                 remote,
+                calls: CallReplies::default(),
             },
         );
         id
@@ -132,6 +136,32 @@ impl WatchManager {
             if g.by_session.get(&sid) == Some(&conn) {
                 g.by_session.remove(&sid);
             }
+        }
+    }
+
+    /// The reader of `conn` proposed a recipe call (see [`CallReplies`]).
+    pub fn recipe_call_sent(&self, conn: ConnId) {
+        if let Some(c) = self.inner.lock().conns.get_mut(&conn) {
+            c.calls.call_sent();
+        }
+    }
+
+    /// The sequencer of `conn` has the result of a recipe call sent with `flags`:
+    /// queues its reply (unless deferred or quiet) and what was held for it.
+    pub fn recipe_call_answered(
+        &self,
+        conn: ConnId,
+        xid: i32,
+        flags: i32,
+        zxid: i64,
+        result: &Result<Response, ErrorCode>,
+    ) {
+        let mut g = self.inner.lock();
+        if let Some(c) = g.conns.get_mut(&conn) {
+            let tx = &c.tx;
+            c.calls.call_answered(xid, flags, zxid, result, &mut |f| {
+                let _ = tx.send(Outbound::Frame(f));
+            });
         }
     }
 
@@ -440,12 +470,17 @@ impl Notifier for WatchManager {
     }
 
     fn recipe_notification(&self, zxid: i64, session_id: i64, n: &RecipeNotification) {
-        let g = self.inner.lock();
+        let mut g = self.inner.lock();
         // Only the server holding the session's connection has it here; the others
         // drop it, as with watch events.
-        if let Some(c) = g.by_session.get(&session_id).and_then(|c| g.conns.get(c)) {
-            let _ =
-                c.tx.send(Outbound::Frame(encode_recipe_notification_frame(zxid, n)));
+        let Some(&id) = g.by_session.get(&session_id) else {
+            return;
+        };
+        if let Some(c) = g.conns.get_mut(&id) {
+            let tx = &c.tx;
+            c.calls.notification(zxid, n, &mut |f| {
+                let _ = tx.send(Outbound::Frame(f));
+            });
         }
     }
 }

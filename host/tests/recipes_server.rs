@@ -1045,3 +1045,106 @@ async fn builtin_recipes_are_installed_at_start_and_uploads_win() {
     assert_eq!(lock[1].sha256, mine.sha256);
     server.shutdown().await;
 }
+
+/// With `wazoo-client`, a lock acquisition that waits is three frames: the acquire, its
+/// one (deferred) reply when granted, and the quiet release of a dropped guard, which
+/// the server answers only when it fails (docs/PROTOCOL.md, "Deferred and quiet
+/// calls").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_waiting_acquire_is_answered_once_and_a_dropped_guard_releases_quietly() {
+    let dir = TempDir::new().unwrap();
+    let mut cfg = config(&dir);
+    cfg.recipe_builtin_dir = Some(recipes_dir());
+    let server = Server::start(cfg).await.unwrap();
+    let a = connect(&server).await;
+    let b = connect(&server).await;
+    let mut a_events = a.take_events().unwrap();
+
+    let held = g(a.lock("l").acquire()).await.unwrap();
+    // A watches the lock's queue, so it sees B's acquire park there.
+    let queue = "/wazoo/recipes/lock/l/queue";
+    let watched = match g(a.get_children(queue, true)).await {
+        Ok(children) => children,
+        Err(e) => panic!("the lock's queue znode: {e}"),
+    };
+    assert!(watched.is_empty(), "{watched:?}");
+
+    let b_before = b.frame_counts();
+    let b2 = b.clone();
+    let waiting = tokio::spawn(async move { b2.lock("l").acquire().await });
+    let ev = g(a_events.recv()).await.unwrap();
+    assert_eq!(
+        (ev.event_type, ev.path.as_str()),
+        (event::NODE_CHILDREN_CHANGED, queue)
+    );
+    // Parked, and not answered yet: B sent one frame and got none.
+    let parked = b.frame_counts();
+    assert_eq!(
+        (
+            parked.sent - b_before.sent,
+            parked.received - b_before.received
+        ),
+        (1, 0)
+    );
+
+    let a_before = a.frame_counts();
+    let first_token = held.fencing_token();
+    drop(held);
+    let granted = g(waiting).await.unwrap().unwrap();
+    assert!(granted.fencing_token() > first_token);
+    let b_after = b.frame_counts();
+    assert_eq!(
+        (
+            b_after.sent - b_before.sent,
+            b_after.received - b_before.received
+        ),
+        (1, 1),
+        "the acquire and its one reply"
+    );
+    // A's release was applied (B holds the lock) and nothing answered it; the reply
+    // to a later request is the next frame A gets.
+    assert_eq!(g(a.exists("/nothing", false)).await.unwrap(), None);
+    let a_after = a.frame_counts();
+    assert_eq!(
+        (
+            a_after.sent - a_before.sent,
+            a_after.received - a_before.received
+        ),
+        (2, 1),
+        "the quiet release, then exists and its reply"
+    );
+
+    // A quiet call that fails is answered: a release by a session that holds nothing.
+    #[derive(Serialize)]
+    struct Release<'a> {
+        name: &'a str,
+    }
+    let q = a
+        .recipe_call_quiet(
+            "lock",
+            -1,
+            "release",
+            rmp_serde::to_vec_named(&Release { name: "l" }).unwrap(),
+        )
+        .unwrap();
+    match g(q.outcome()).await {
+        Err(ClientError::Recipe { code, message }) => {
+            assert_eq!(code, ErrorCode::RecipeFailed);
+            assert!(message.contains("not the holder"), "{message}");
+        }
+        other => panic!("{other:?}"),
+    }
+    // And unknown flag bits are refused with BadArguments.
+    let (_, r) = g(a.request(wazoo_proto::Request::RecipeCall {
+        name: "lock".into(),
+        version: -1,
+        function: "holders".into(),
+        args: rmp_serde::to_vec_named(&Release { name: "l" }).unwrap(),
+        flags: 8,
+    }))
+    .await
+    .unwrap();
+    assert_eq!(r.unwrap_err(), ErrorCode::BadArguments);
+    drop(granted);
+    server.shutdown().await;
+}

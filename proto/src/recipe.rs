@@ -12,6 +12,18 @@ pub const CALL_COMPLETED: i32 = 0;
 /// [`NOTIFY_CALL_COMPLETED`] notification carrying the same `call_id`.
 pub const CALL_PARKED: i32 = 1;
 
+/// `RecipeCallRequest.flags` bit: if the call parks, send no "parked" reply; the
+/// call's one reply (same xid, `CALL_COMPLETED` or an error) is sent when it
+/// completes, possibly after the replies to later requests of the session.
+pub const CALL_DEFER_REPLY: i32 = 1;
+/// `RecipeCallRequest.flags` bit: send no reply when the call completes without
+/// error (immediately, or later with [`CALL_DEFER_REPLY`]); an error is still
+/// answered. A parked reply (without `CALL_DEFER_REPLY`) is still sent.
+pub const CALL_QUIET: i32 = 2;
+/// Every `RecipeCallRequest.flags` bit this version knows; a call with others is
+/// BadArguments.
+pub const CALL_FLAGS_KNOWN: i32 = CALL_DEFER_REPLY | CALL_QUIET;
+
 /// `RecipeNotification.kind`: a parked call completed.
 pub const NOTIFY_CALL_COMPLETED: i32 = 1;
 /// `RecipeNotification.kind`: a message a recipe pushed to this session.

@@ -161,11 +161,15 @@ pub enum Request {
         version: i32,
     },
     /// recipeCall (op 1003): version -1 runs the latest; `args` is MessagePack.
+    /// `flags` (`recipe::CALL_DEFER_REPLY`, `recipe::CALL_QUIET`) is an optional
+    /// trailing int: written only when not 0, read as 0 when absent, so a call
+    /// without flags has the original encoding.
     RecipeCall {
         name: String,
         version: i32,
         function: String,
         args: Vec<u8>,
+        flags: i32,
     },
     /// recipeAdoptRuntime (op 1004, empty body): pin the answering server's
     /// determinism profile as the cluster's (after every server was upgraded).
@@ -284,11 +288,13 @@ impl Request {
             }
             op::RECIPE_CALL => {
                 let b = RecipeCallRequest::decode(r)?;
+                let flags = if r.remaining() >= 4 { r.read_i32()? } else { 0 };
                 Request::RecipeCall {
                     name: b.name,
                     version: b.version,
                     function: b.function,
                     args: b.args,
+                    flags,
                 }
             }
             op::RECIPE_ADOPT_RUNTIME => Request::RecipeAdoptRuntime,
@@ -427,11 +433,15 @@ impl Request {
                 version,
                 function,
                 args,
+                flags,
             } => {
                 w.write_ustring(name);
                 w.write_i32(*version);
                 w.write_ustring(function);
                 w.write_buffer(Some(args));
+                if *flags != 0 {
+                    w.write_i32(*flags);
+                }
             }
         }
     }
@@ -523,6 +533,14 @@ mod tests {
                 version: -1,
                 function: "acquire".into(),
                 args: vec![0x81, 0xa1, b'k', 0x01],
+                flags: 0,
+            },
+            Request::RecipeCall {
+                name: "lock".into(),
+                version: 2,
+                function: "release".into(),
+                args: vec![0x80],
+                flags: crate::recipe::CALL_DEFER_REPLY | crate::recipe::CALL_QUIET,
             },
             Request::RecipeAdoptRuntime,
             Request::RecipeRuntimeInfo,
@@ -552,6 +570,7 @@ mod tests {
             version: 2,
             function: "f".into(),
             args: vec![1, 2, 3],
+            flags: 0,
         };
         let mut w = Writer::new();
         req.encode(&mut w);
@@ -585,9 +604,21 @@ mod tests {
             let mut w = Writer::new();
             req.encode(&mut w);
             let body = w.into_inner();
-            for cut in 0..body.len() {
+            // A call's trailing flags are optional: a cut inside them leaves a call
+            // without flags (as a server ignores trailing bytes it does not know).
+            let required = match &req {
+                Request::RecipeCall { flags, .. } if *flags != 0 => body.len() - 4,
+                _ => body.len(),
+            };
+            for cut in 0..required {
                 let res = Request::decode(req.opcode(), &mut Reader::new(&body[..cut]));
                 assert!(res.is_err(), "{req:?} cut at {cut} decoded: {res:?}");
+            }
+            for cut in required..body.len() {
+                match Request::decode(req.opcode(), &mut Reader::new(&body[..cut])) {
+                    Ok(Request::RecipeCall { flags: 0, .. }) => {}
+                    other => panic!("{req:?} cut at {cut} in its flags: {other:?}"),
+                }
             }
         }
         // A buffer length past the end of the frame, and a negative one.
@@ -649,7 +680,33 @@ mod tests {
                 version: -1,
                 function: "f".into(),
                 args: vec![],
+                flags: 0,
             }
         );
+    }
+
+    #[test]
+    fn recipe_call_flags_are_an_optional_trailing_int() {
+        // Without flags the body is exactly the record (what servers before the
+        // flags read); with flags, they follow it.
+        let plain = RecipeCallRequest {
+            name: "lock".into(),
+            version: -1,
+            function: "acquire".into(),
+            args: vec![0x80],
+        }
+        .to_bytes();
+        let mut with = plain.clone();
+        with.extend_from_slice(&crate::recipe::CALL_DEFER_REPLY.to_be_bytes());
+        let decoded = |b: &[u8]| Request::decode(op::RECIPE_CALL, &mut Reader::new(b)).unwrap();
+        let flags_of = |r: Request| match r {
+            Request::RecipeCall { flags, .. } => flags,
+            other => panic!("decoded as {other:?}"),
+        };
+        assert_eq!(flags_of(decoded(&plain)), 0);
+        assert_eq!(flags_of(decoded(&with)), crate::recipe::CALL_DEFER_REPLY);
+        let mut w = Writer::new();
+        decoded(&with).encode(&mut w);
+        assert_eq!(w.into_inner(), with);
     }
 }

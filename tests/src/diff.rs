@@ -756,8 +756,9 @@ pub fn fmt_request(req: &Request) -> String {
             version,
             function,
             args,
+            flags,
         } => format!(
-            "recipeCall {name:?} v{version} {function:?} args={}",
+            "recipeCall {name:?} v{version} {function:?} args={} flags={flags}",
             fmt_data(Some(args))
         ),
         Request::RecipeAdoptRuntime => "recipeAdoptRuntime".into(),

@@ -3,8 +3,9 @@
 //! **lock** (`--lock-impl recipe|client-side`, `--sessions N`): N sessions contend for
 //! one exclusive lock in a closed loop: acquire, a tiny critical section, release,
 //! acquire again. `recipe` is the Wazoo lock recipe through the typed wrapper
-//! (`client.lock(name).acquire()`: one recipe call, parked until granted, then
-//! `release`); `client-side` is the classic recipe of Curator's `InterProcessMutex` and
+//! (`client.lock(name).acquire()`: one recipe call, answered once when granted, then
+//! the guard dropped: a quiet release call, or with `--lock-release await`
+//! `release().await`); `client-side` is the classic recipe of Curator's `InterProcessMutex` and
 //! kazoo's `Lock`, on plain znodes, so it runs against ZooKeeper and Wazoo alike:
 //! create an ephemeral-sequential `lock-` node, getChildren, and if ours is not the
 //! lowest, getData the predecessor with a watch, wait for its deletion and look again;
@@ -63,6 +64,16 @@ pub enum LockImpl {
     ClientSide,
 }
 
+/// How the recipe lock's holder releases (`--lock-release`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockRelease {
+    /// Drop the guard: a quiet release call, not waited for (one frame).
+    Drop,
+    /// `guard.release().await`: a request and its reply.
+    Await,
+}
+
 impl LockImpl {
     pub fn name(self) -> &'static str {
         match self {
@@ -77,6 +88,9 @@ impl LockImpl {
 pub struct LockReport {
     pub workload: Workload,
     pub lock_impl: LockImpl,
+    /// For the recipe: how the holder released.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lock_release: Option<LockRelease>,
     pub servers: String,
     /// Contending sessions.
     pub sessions: usize,
@@ -382,6 +396,7 @@ async fn lock_worker(
     idx: usize,
     client: Client,
     imp: LockImpl,
+    release: LockRelease,
     name: String,
     mut events: Option<UnboundedReceiver<WatchedEvent>>,
 ) -> Vec<u32> {
@@ -437,7 +452,14 @@ async fn lock_worker(
             waits.push(granted.duration_since(t0).as_micros().min(u32::MAX as u128) as u32);
         }
         let released = match held {
-            Held::Recipe(g) => g.release().await.map_err(|e| e.to_string()),
+            Held::Recipe(g) if release == LockRelease::Await => {
+                g.release().await.map_err(|e| e.to_string())
+            }
+            // Written now; a failure would show as the next acquire failing.
+            Held::Recipe(g) => {
+                drop(g);
+                Ok(())
+            }
             Held::ClientSide(path) => client.delete(&path, -1).await.map_err(|e| e.to_string()),
         };
         if let Err(e) = released {
@@ -516,6 +538,7 @@ pub async fn run_lock(args: &BenchArgs) -> anyhow::Result<LockReport> {
             idx,
             client.clone(),
             imp,
+            args.lock_release,
             name.clone(),
             events,
         )));
@@ -559,6 +582,7 @@ pub async fn run_lock(args: &BenchArgs) -> anyhow::Result<LockReport> {
     Ok(LockReport {
         workload: Workload::Lock,
         lock_impl: imp,
+        lock_release: (imp == LockImpl::Recipe).then_some(args.lock_release),
         servers: servers.join(","),
         sessions: n,
         secs: round2(secs),

@@ -25,6 +25,7 @@ use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tracing::{debug, info, warn, Instrument};
 use wazoo_proto::consts::{add_watch_mode, op};
 use wazoo_proto::frame::take_frame;
+use wazoo_proto::recipe;
 use wazoo_proto::response::encode_reply_frame;
 use wazoo_proto::{
     ConnectRequest, ConnectResponse, DecodeError, ErrorCode, Id, Reader, Record, ReplyHeader,
@@ -40,6 +41,9 @@ enum Pending {
         started: Instant,
         result: BoxFuture<'static, Result<CommandOutput, ProposeError>>,
         close_after: bool,
+        /// A recipe call's flags: its reply goes through `WatchManager`'s
+        /// `CallReplies`, which may defer or drop it.
+        recipe_call: Option<i32>,
     },
     /// A read, with the identities the session had when it was sent.
     Read {
@@ -465,15 +469,31 @@ async fn read_loop(
                         started,
                         result,
                         close_after: true,
+                        recipe_call: None,
                     },
                 );
                 return Ok(());
+            }
+            Request::RecipeCall { flags, .. } if flags & !recipe::CALL_FLAGS_KNOWN != 0 => {
+                Pending::reply(
+                    header.op,
+                    started,
+                    encode_reply_frame(
+                        xid,
+                        shared.sm.read().last_zxid(),
+                        &Ok(Response::RecipeFailure {
+                            code: ErrorCode::BadArguments,
+                            message: format!("unknown recipeCall flags 0x{flags:x}"),
+                        }),
+                    ),
+                )
             }
             Request::RecipeUpload { .. }
             | Request::RecipeDelete { .. }
             | Request::RecipeCall { .. }
             | Request::RecipeAdoptRuntime => {
                 let auth = (*auth).clone();
+                let mut recipe_call = None;
                 let profile = shared.recipe_profile.clone();
                 let op = match request {
                     Request::RecipeUpload { name, module } => CommandOp::RecipeUpload {
@@ -494,15 +514,22 @@ async fn read_loop(
                         version,
                         function,
                         args,
-                    } => CommandOp::RecipeCall {
-                        session_id,
-                        auth,
-                        name,
-                        version,
-                        function,
-                        args,
-                        profile,
-                    },
+                        flags,
+                    } => {
+                        // Counted before it is proposed: a completion pushed ahead of
+                        // this call's reply then waits for it.
+                        shared.watches.recipe_call_sent(conn);
+                        recipe_call = Some(flags);
+                        CommandOp::RecipeCall {
+                            session_id,
+                            auth,
+                            name,
+                            version,
+                            function,
+                            args,
+                            profile,
+                        }
+                    }
                     // Pins this server's own profile: an operator runs it once every
                     // server is upgraded (docs/ABI.md, "Upgrades and the determinism
                     // profile").
@@ -519,6 +546,7 @@ async fn read_loop(
                     started,
                     result: shared.propose(op),
                     close_after: false,
+                    recipe_call,
                 }
             }
             Request::Create(_)
@@ -547,6 +575,7 @@ async fn read_loop(
                     started,
                     result,
                     close_after: false,
+                    recipe_call: None,
                 }
             }
             req => Pending::Read {
@@ -631,10 +660,16 @@ async fn sequence_loop(
                 started,
                 result,
                 close_after,
+                recipe_call,
             } => match result.await {
                 Ok(o) => {
                     shared.stats.record_request(op, started);
-                    send(encode_reply_frame(xid, o.zxid, &o.result));
+                    match recipe_call {
+                        Some(flags) => shared
+                            .watches
+                            .recipe_call_answered(conn, xid, flags, o.zxid, &o.result),
+                        None => send(encode_reply_frame(xid, o.zxid, &o.result)),
+                    }
                     if close_after {
                         let _ = out.send(Outbound::Close);
                         return;
