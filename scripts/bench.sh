@@ -528,16 +528,20 @@ ZooKeeper with at most a third of its messages.
 """ + "\n".join(verdicts) + """
 
 Where the time goes. Under contention a handoff is serial in both designs: the
-holder's release is one fsynced log entry (the recipe's `release`, which grants the
-next waiter in the same entry, or the client-side `delete`, which fires the
-successor's watch), and the client-side successor needs one more read round trip
-(getChildren) before it holds the lock. Each acquisition also writes once more (the
-recipe's `acquire` call, the client-side `create`). So both pay two writes per
-acquisition; the recipe saves messages (3 per acquisition: the acquire, its one reply
-when granted, and the quiet release; 4 with an awaited release; against 11: create,
-getChildren, getData with watch, getChildren again, delete, a request and a reply
-each, plus the watch event) but each of its writes runs the lock recipe in wasm as the
-state machine applies the entry. Server-side wasm fuel per lock recipe call (from
+holder's release must be durable (one fsynced log entry) before the next holder may be
+told. The recipe's `release` grants the next waiter in the same entry, and with a
+dropped guard the old holder's quiet release and its next acquire usually share that
+entry, so a handoff costs one entry. The client-side `delete` fires the successor's
+watch, the successor needs one more read round trip (getChildren) before it holds the
+lock, and each `create` is one more write. So the recipe saves messages (3 per
+acquisition: the acquire, its one reply when granted, and the quiet release; 4 with
+an awaited release; against 11: create, getChildren, getData with watch, getChildren
+again, delete, a request and a reply each, plus the watch event), but each of its
+entries runs two lock recipe calls in wasm as the state machine applies it, which
+costs about as much again as the entry itself: even one uncontended session is
+bounded by it. No durable lock hands off faster than one fsync per handoff, so the
+5× goal needs a handoff every 1 / (5 × the client-side rate) seconds; that is below
+this disk's fsync time (`wazoo_raft_log_fsync_duration_seconds` in `/metrics`). Server-side wasm fuel per lock recipe call (from
 Wazoo's `/metrics`, whole run): """ + "\n".join(fuel_lines) + """
 
 ### Leader failover (election recipe, Wazoo)
