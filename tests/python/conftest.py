@@ -395,7 +395,7 @@ class WazooEnsemble(ServerProcess):
         self.log_path = self.members[0].log_path
         deadline = time.monotonic() + START_TIMEOUT
         while time.monotonic() < deadline:
-            modes = []
+            modes, zxids = [], []
             for m in self.members:
                 try:
                     srvr = m.four_letter("srvr")
@@ -403,7 +403,15 @@ class WazooEnsemble(ServerProcess):
                     srvr = ""
                 mode = re.search(r"Mode: (\w+)", srvr)
                 modes.append(mode.group(1) if mode else None)
-            if modes.count("leader") == 1 and modes.count("follower") == 2:
+                zxid = re.search(r"Zxid: 0x([0-9a-f]+)", srvr)
+                zxids.append(int(zxid.group(1), 16) if zxid else 0)
+            # Ready once the leader's first entry is applied on every member: a member
+            # that campaigned in the same term as the winner (every member of a new
+            # ensemble initializes and campaigns at once) can still make the leader
+            # step down until it has accepted the leader's entries, and a write in
+            # that window fails with ConnectionLoss.
+            settled = len(set(zxids)) == 1 and zxids[0] > 0
+            if modes.count("leader") == 1 and modes.count("follower") == 2 and settled:
                 follower = self.members[modes.index("follower")]
                 self.host, self.port = follower.host, follower.port
                 self.proc = follower.proc
