@@ -74,7 +74,39 @@ pub struct LogStore<C: StoreTypeConfig> {
     syncer: mpsc::Sender<LogFlushed<C>>,
     progress: Arc<LogProgress>,
     recent: Arc<parking_lot::Mutex<RecentEntries<C>>>,
+    committed: Arc<parking_lot::Mutex<CommittedHint>>,
     _types: PhantomData<C>,
+}
+
+/// The committed log id: the latest one openraft gave `save_committed` (what
+/// `read_committed` answers), and when one was last written to RocksDB.
+///
+/// Why not write every one: openraft saves it after every commit, on its core task,
+/// so each write (a WAL append and a memtable insert) sits on every write's path, and
+/// it is only a hint: a restarting node re-applies the log up to it before it hears
+/// from a leader, and a leader re-commits (and so re-applies) anything past a stale
+/// one. An older value is still a committed id, never ahead of the durable log.
+#[derive(Debug, Default)]
+struct CommittedHint {
+    latest: Option<LogId<u64>>,
+    written_at: Option<std::time::Instant>,
+}
+
+/// At most one write of the committed id per this interval.
+const COMMITTED_WRITE_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+impl CommittedHint {
+    /// Records `committed`; true if it should be written now.
+    fn record(&mut self, committed: Option<LogId<u64>>, now: std::time::Instant) -> bool {
+        self.latest = committed;
+        let due = self
+            .written_at
+            .is_none_or(|at| now.saturating_duration_since(at) >= COMMITTED_WRITE_INTERVAL);
+        if due {
+            self.written_at = Some(now);
+        }
+        due
+    }
 }
 
 /// The entries appended last, kept so that the state machine's read of an entry right
@@ -195,6 +227,7 @@ impl<C: StoreTypeConfig> Clone for LogStore<C> {
             syncer: self.syncer.clone(),
             progress: self.progress.clone(),
             recent: self.recent.clone(),
+            committed: self.committed.clone(),
             _types: PhantomData,
         }
     }
@@ -273,6 +306,7 @@ impl<C: StoreTypeConfig> LogStore<C> {
             syncer,
             progress,
             recent: Arc::new(parking_lot::Mutex::new(RecentEntries::new())),
+            committed: Arc::new(parking_lot::Mutex::new(CommittedHint::default())),
             _types: PhantomData,
         }
     }
@@ -431,14 +465,25 @@ impl<C: StoreTypeConfig> RaftLogStorage<C> for LogStore<C> {
         &mut self,
         committed: Option<LogId<u64>>,
     ) -> Result<(), StorageError<u64>> {
-        // No fsync: the committed id only lets a restarting node re-apply committed entries
+        // No fsync, and at most every COMMITTED_WRITE_INTERVAL (see `CommittedHint`):
+        // the committed id only lets a restarting node re-apply committed entries
         // before it hears from a leader. Losing the latest value just means that node
-        // waits for the leader to tell it again; it can never be ahead of the durable log,
-        // because it is written after those entries were fsynced into the same WAL.
+        // waits for the leader to tell it again; it can never be ahead of the durable
+        // log, because it is written after those entries were fsynced into the same WAL.
+        if !self
+            .committed
+            .lock()
+            .record(committed, std::time::Instant::now())
+        {
+            return Ok(());
+        }
         self.put_meta(KEY_COMMITTED, &committed, ErrorSubject::Store, false)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<u64>>, StorageError<u64>> {
+        if let Some(latest) = self.committed.lock().latest {
+            return Ok(Some(latest));
+        }
         // Stored as `Option<LogId>`: absent key and stored `None` both mean "unknown".
         Ok(self
             .get_meta::<Option<LogId<u64>>>(KEY_COMMITTED, ErrorSubject::Store)?
@@ -604,5 +649,33 @@ mod recent_entries_tests {
         recent.push(entry(2, 13), 1);
         assert!(recent.take(12, 12).is_none());
         assert_eq!(recent.take(13, 13).as_deref().map(ids), Some(vec![(2, 13)]));
+    }
+}
+
+#[cfg(test)]
+mod committed_hint_tests {
+    use super::{CommittedHint, COMMITTED_WRITE_INTERVAL};
+    use openraft::{CommittedLeaderId, LogId};
+    use std::time::{Duration, Instant};
+
+    fn id(index: u64) -> Option<LogId<u64>> {
+        Some(LogId::new(CommittedLeaderId::new(1, 1), index))
+    }
+
+    #[test]
+    fn written_at_most_once_per_interval_and_always_remembered() {
+        let t0 = Instant::now();
+        let mut h = CommittedHint::default();
+        assert!(h.record(id(1), t0), "the first one is written");
+        assert!(!h.record(id(2), t0 + Duration::from_millis(1)));
+        assert!(!h.record(id(3), t0 + COMMITTED_WRITE_INTERVAL / 2));
+        // Not written, but what read_committed answers.
+        assert_eq!(h.latest, id(3));
+        assert!(h.record(id(4), t0 + COMMITTED_WRITE_INTERVAL));
+        assert!(!h.record(
+            id(5),
+            t0 + COMMITTED_WRITE_INTERVAL + Duration::from_millis(1)
+        ));
+        assert_eq!(h.latest, id(5));
     }
 }
