@@ -13,8 +13,10 @@
 //! Wazoo's recipe extension (server-side wasm, docs/PROTOCOL.md "Recipe extension")
 //! has typed helpers: [`Client::recipe_upload`], [`Client::recipe_list`],
 //! [`Client::recipe_delete`], [`Client::recipe_adopt_runtime`],
-//! [`Client::recipe_runtime_info`], [`Client::recipe_call`] (which waits out a parked call)
-//! and [`Client::recipe_call_typed`]; messages recipes push to the session arrive on
+//! [`Client::recipe_runtime_info`], [`Client::recipe_call`] (which waits out a parked
+//! call: sent with `CALL_DEFER_REPLY`, it is answered once, when it completes),
+//! [`Client::recipe_call_typed`] and [`Client::recipe_call_quiet`] (written at once,
+//! answered only if it fails); messages recipes push to the session arrive on
 //! [`Client::take_recipe_messages`]. Their failures are [`ClientError::Recipe`], with
 //! the server's code and message.
 //!
@@ -46,8 +48,10 @@
 //!   fail the same way at once. Callers retry (as with Curator's retry policies).
 //! * parked recipe calls fail with ConnectionLoss too. The server cancels them when
 //!   the session ends, but while the session lives on the call may still complete on
-//!   the server, and its completion notification, sent on the lost connection, is
-//!   lost: callers retry the call (recipes should be written so a retry is safe).
+//!   the server, and its reply (or completion notification), sent on the lost
+//!   connection, is lost: callers retry the call (recipes should be written so a retry
+//!   is safe). A quiet call in flight then resolves with ConnectionLoss too: it may or
+//!   may not have been applied.
 //! * the events and recipe-message channels stay open across reconnects; they end
 //!   when the session does (expired or closed).
 //! * if the server answers the reconnect with "session expired" (ConnectResponse
