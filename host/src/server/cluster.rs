@@ -192,6 +192,7 @@ pub async fn leader_connection_lost(raft: crate::app::Raft, leader: u64) {
     let (addr, rank) = {
         let m = raft.metrics().borrow().clone();
         if m.current_leader != Some(leader) || m.state == ServerState::Leader {
+            tracing::info!(leader, current_leader = ?m.current_leader, state = ?m.state, "replication connection closed; not this node's leader any more");
             return;
         }
         let membership = m.membership_config.membership();
@@ -208,11 +209,8 @@ pub async fn leader_connection_lost(raft: crate::app::Raft, leader: u64) {
         };
         (addr, rank)
     };
-    let refused = matches!(
-        tokio::time::timeout(Duration::from_millis(500), tokio::net::TcpStream::connect(&addr)).await,
-        Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused
-    );
-    if !refused {
+    if !peer_process_gone(&addr).await {
+        tracing::info!(leader, "replication connection closed, but the leader's peer port still answers; leaving it to the election timeout");
         return;
     }
     // The first attempts may fail: a survivor still honours the dead leader's lease
@@ -238,6 +236,7 @@ pub async fn leader_connection_lost(raft: crate::app::Raft, leader: u64) {
         let m = raft.metrics().borrow().clone();
         let leader_gone = m.current_leader.is_none() || m.current_leader == Some(leader);
         if !leader_gone || m.state == ServerState::Leader || m.state == ServerState::Shutdown {
+            tracing::info!(leader, attempt, current_leader = ?m.current_leader, state = ?m.state, "fast election not needed any more");
             return;
         }
         tracing::info!(leader, attempt, "the leader's process is gone (its peer port refuses connections); starting an election");
@@ -248,6 +247,39 @@ pub async fn leader_connection_lost(raft: crate::app::Raft, leader: u64) {
         tokio::time::sleep(FAST_ELECTION_STAGGER * voters).await;
     }
 }
+
+/// Whether the process behind a peer address is gone: its port refuses connections,
+/// or accepts one and resets it at once.
+///
+/// The second case is a process being killed right now: the kernel closes its sockets
+/// one by one, so the connection that carried its replication can close (which is
+/// what made us look) while its listening socket still accepts for a moment; the
+/// connection then queued on it is reset when the listener closes. Found in the
+/// SIGKILL ensemble tests: one survivor saw "refused" and the other a completed
+/// connect, so only one of them started an election and the failover took 2 s. A
+/// live peer server keeps an accepted connection open, waiting for a request.
+async fn peer_process_gone(addr: &str) -> bool {
+    use tokio::io::AsyncReadExt;
+    match tokio::time::timeout(PEER_PROBE_TIMEOUT, tokio::net::TcpStream::connect(addr)).await {
+        Ok(Err(e)) => e.kind() == std::io::ErrorKind::ConnectionRefused,
+        Ok(Ok(mut stream)) => {
+            let mut byte = [0u8; 1];
+            match tokio::time::timeout(PEER_RESET_WAIT, stream.read(&mut byte)).await {
+                // Closed or reset without a word: nobody is serving there.
+                Ok(Ok(0)) | Ok(Err(_)) => true,
+                // Open (or, oddly, talking): a live process.
+                Ok(Ok(_)) | Err(_) => false,
+            }
+        }
+        // No answer at all: a hung process or a partition, not a dead one.
+        Err(_) => false,
+    }
+}
+
+/// How long a connect to a peer may take before the peer counts as unresponsive.
+const PEER_PROBE_TIMEOUT: Duration = Duration::from_millis(500);
+/// How long an accepted probe connection must stay open for its peer to count as alive.
+const PEER_RESET_WAIT: Duration = Duration::from_millis(200);
 
 /// A bound on the elections a survivor starts on its own (the time bound in
 /// `leader_connection_lost` normally ends them first) before leaving it to the
@@ -420,4 +452,42 @@ pub async fn remove_server(shared: &Arc<Shared>, id: u64) -> Result<String, Stri
         .await
         .map_err(|e| format!("removing server {id}: {e}"))?;
     Ok(format!("server {id} removed"))
+}
+
+#[cfg(test)]
+mod peer_probe_tests {
+    use super::peer_process_gone;
+    use tokio::net::TcpListener;
+
+    #[tokio::test]
+    async fn a_closed_port_or_a_reset_connection_is_gone_an_open_one_is_not() {
+        // Nothing listening: refused.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let closed = l.local_addr().unwrap().to_string();
+        drop(l);
+        assert!(peer_process_gone(&closed).await, "refused");
+
+        // A process on its way out: the connection is accepted, then closed unanswered.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dying = l.local_addr().unwrap().to_string();
+        let closer = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            drop(s);
+        });
+        assert!(peer_process_gone(&dying).await, "accepted, then closed");
+        closer.await.unwrap();
+
+        // A live server keeps the connection open.
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let live = l.local_addr().unwrap().to_string();
+        let (held_tx, held_rx) = tokio::sync::oneshot::channel();
+        let holder = tokio::spawn(async move {
+            let (s, _) = l.accept().await.unwrap();
+            let _ = held_rx.await;
+            drop(s);
+        });
+        assert!(!peer_process_gone(&live).await, "accepted and kept open");
+        let _ = held_tx.send(());
+        holder.await.unwrap();
+    }
 }
