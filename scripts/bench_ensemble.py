@@ -206,14 +206,16 @@ after the kill* that is acknowledged), {FAILOVER_RUNS} runs each, a fresh ensemb
 |---|---:|---:|---|
 """ + "\n".join(frow) + f"""
 
-Wazoo's followers start an election as soon as the leader's peer port refuses
-connections (its process is gone), staggered by server id; a leader that stops
+Wazoo's followers start an election as soon as the leader's process is seen gone (its
+peer port refuses connections, or accepts one and resets it at once while the killed
+process's sockets are being closed), staggered by server id; a leader that stops
 answering without closing its connections is only replaced after the election
 timeout (1.5–3 s by default). A survivor still honouring the dead leader's lease (up to
-one election timeout, 1.5 s, after its last heartbeat) refuses those votes; the
-elections are repeated until the lease has run out, which is what the runs near 1.8 s
-show. Making every survivor drop the lease as soon as one sees the leader gone is
-still to do.
+one election timeout after its last heartbeat) refuses votes until it starts its own
+election, so the survivors keep electing, a few hundred ms apart, until one wins.
+Until this stop, a survivor whose probe came while the dead process's listener was
+still open took the leader for alive and never started one; that left the others
+waiting out its lease, which is what runs near 1.8 s in earlier measurements were.
 
 Raw results: `{json.dumps({f"{k[0]} {k[1]} {k[2]}x{k[3]}": v for k, v in results.items()})}`
 {END}"""
