@@ -1178,26 +1178,7 @@ impl LockGuard {
     /// finds the grant gone (`not the holder`), which then counts as released.
     pub async fn release(mut self) -> Result<(), RecipeError> {
         self.released = true;
-        let args = ReleaseArgs {
-            name: &self.h.name,
-            token: self.token,
-        };
-        let mut retried = false;
-        loop {
-            match self
-                .h
-                .call::<_, Option<()>>(self.mode.release_function(), &args)
-                .await
-            {
-                Ok(_) => return Ok(()),
-                Err(e) if e.is_connection_loss() && self.h.client.inner.reconnect => {
-                    wait_connected(&self.h.client).await?;
-                    retried = true;
-                }
-                Err(RecipeError::NotHolder) if retried => return Ok(()),
-                Err(e) => return Err(e),
-            }
-        }
+        release_grant(&self.h, self.mode.release_function(), self.token, false).await
     }
 
     /// Drops the guard without releasing: the lock stays held until released (by
@@ -1229,6 +1210,34 @@ impl LockGuard {
     }
 }
 
+/// Releases grant `token` of `h`'s lock with `function` and waits for the answer. On a
+/// reconnecting client a release whose connection is lost is sent again after the
+/// reconnect, by token; finding the grant gone then (`NotHolder`) means an earlier
+/// attempt was applied, so it counts as released. `retried`: an earlier attempt (a
+/// quiet release lost with its connection) may already have been applied.
+async fn release_grant(
+    h: &Handle,
+    function: &str,
+    token: i64,
+    mut retried: bool,
+) -> Result<(), RecipeError> {
+    let args = ReleaseArgs {
+        name: &h.name,
+        token,
+    };
+    loop {
+        match h.call::<_, Option<()>>(function, &args).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.is_connection_loss() && h.client.inner.reconnect => {
+                wait_connected(&h.client).await?;
+                retried = true;
+            }
+            Err(RecipeError::NotHolder) if retried => return Ok(()),
+            Err(e) => return Err(e),
+        }
+    }
+}
+
 impl Drop for LockGuard {
     fn drop(&mut self) {
         if self.released {
@@ -1255,25 +1264,16 @@ impl Drop for LockGuard {
                 drop(claim);
                 let Some(rt) = rt else { return };
                 rt.spawn(async move {
-                    match q.outcome().await.map_err(RecipeError::from) {
-                        Ok(()) => {}
+                    let released = match q.outcome().await.map_err(RecipeError::from) {
+                        // Unknown whether it was applied: send it again (by token, so
+                        // it cannot end a later grant) once reconnected.
                         Err(e) if e.is_connection_loss() && h.client.inner.reconnect => {
-                            // Unknown whether it was applied: send it again (by token,
-                            // so it cannot end a later grant) once reconnected.
-                            if wait_connected(&h.client).await.is_ok() {
-                                let args = ReleaseArgs {
-                                    name: &h.name,
-                                    token,
-                                };
-                                match h.call_retrying::<_, Option<()>>(function, &args).await {
-                                    Ok(_) | Err(RecipeError::NotHolder) => {}
-                                    Err(e) => tracing::debug!(lock = %h.name, token, error = %e, "release on drop failed"),
-                                }
-                            }
+                            release_grant(&h, function, token, true).await
                         }
-                        Err(e) => {
-                            tracing::debug!(lock = %h.name, token, error = %e, "release on drop failed")
-                        }
+                        r => r,
+                    };
+                    if let Err(e) = released {
+                        tracing::debug!(lock = %h.name, token, error = %e, "release on drop failed");
                     }
                     drop(doubt);
                 });
@@ -1281,11 +1281,7 @@ impl Drop for LockGuard {
             // Not sent (no connection now): release in the background when possible.
             (Err(_), Some(rt)) => {
                 rt.spawn(async move {
-                    let args = ReleaseArgs {
-                        name: &h.name,
-                        token,
-                    };
-                    if let Err(e) = h.call_retrying::<_, Option<()>>(function, &args).await {
+                    if let Err(e) = release_grant(&h, function, token, false).await {
                         tracing::debug!(lock = %h.name, token, error = %e, "release on drop failed");
                     }
                     drop(claim);

@@ -1046,6 +1046,12 @@ async fn builtin_recipes_are_installed_at_start_and_uploads_win() {
     server.shutdown().await;
 }
 
+/// Frames (sent, received) by `c`'s session since `before`.
+fn frames_since(c: &Client, before: &wazoo_client::FrameCounts) -> (u64, u64) {
+    let now = c.frame_counts();
+    (now.sent - before.sent, now.received - before.received)
+}
+
 /// With `wazoo-client`, a lock acquisition that waits is three frames: the acquire, its
 /// one (deferred) reply when granted, and the quiet release of a dropped guard, which
 /// the server answers only when it fails (docs/PROTOCOL.md, "Deferred and quiet
@@ -1078,38 +1084,23 @@ async fn a_waiting_acquire_is_answered_once_and_a_dropped_guard_releases_quietly
         (event::NODE_CHILDREN_CHANGED, queue)
     );
     // Parked, and not answered yet: B sent one frame and got none.
-    let parked = b.frame_counts();
-    assert_eq!(
-        (
-            parked.sent - b_before.sent,
-            parked.received - b_before.received
-        ),
-        (1, 0)
-    );
+    assert_eq!(frames_since(&b, &b_before), (1, 0));
 
     let a_before = a.frame_counts();
     let first_token = held.fencing_token();
     drop(held);
     let granted = g(waiting).await.unwrap().unwrap();
     assert!(granted.fencing_token() > first_token);
-    let b_after = b.frame_counts();
     assert_eq!(
-        (
-            b_after.sent - b_before.sent,
-            b_after.received - b_before.received
-        ),
+        frames_since(&b, &b_before),
         (1, 1),
         "the acquire and its one reply"
     );
     // A's release was applied (B holds the lock) and nothing answered it; the reply
     // to a later request is the next frame A gets.
     assert_eq!(g(a.exists("/nothing", false)).await.unwrap(), None);
-    let a_after = a.frame_counts();
     assert_eq!(
-        (
-            a_after.sent - a_before.sent,
-            a_after.received - a_before.received
-        ),
+        frames_since(&a, &a_before),
         (2, 1),
         "the quiet release, then exists and its reply"
     );
